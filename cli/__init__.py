@@ -1,0 +1,1 @@
+"""The ``onnxg`` command line. Nothing imports this package but the entry point."""

@@ -1,0 +1,1 @@
+"""Synchronous, web-free runtimes: chat (onnxruntime-genai), embeddings (onnxruntime), the model store."""

@@ -1,0 +1,450 @@
+"""The local model store: ``ONNXG_HOME/models/<name>/``.
+
+``resolve(ref)`` turns what a user typed into a model folder: a folder path, a store name,
+or a recipe name (converted into the store on first use). ``default_model(kind)`` gives the
+model used when no ``--model`` is given. Every model folder may carry an ``onnxg.json``
+(written by ``onnxg convert`` and ``onnxg pull``): where it came from, its files with size
+and sha256, and the cached result of ``onnxg check``.
+
+Converting happens in ``onnxg.convert`` (``onnxg.convert.defaults``); this module imports
+it only inside the functions that need it, so the runtime stays light and web-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from onnxg.runtime import home
+from onnxg.runtime.errors import InvalidRequest, ModelNotFound
+
+MANIFEST = "onnxg.json"
+PULL_STATE = ".pull"  # present while `onnxg pull` has not finished the folder
+Kind = Literal["chat", "embedding", "e2e"]
+
+# Default model names in the store (built by ``onnxg.convert.defaults`` on first use).
+DEFAULT_NAMES: dict[str, str] = {
+    "chat": "smollm2-135m-instruct-int4-cpu",
+    "embedding": "all-minilm-l6-v2-fp32-cpu",
+}
+DEFAULT_ENV = {"chat": "ONNXG_DEFAULT_CHAT_MODEL", "embedding": "ONNXG_DEFAULT_EMBEDDING_MODEL"}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_PRECISION = re.compile(r"(?<![a-z0-9])(int4|int8|uint8|fp16|fp32|bf16|q4|q8|quantized)(?![a-z0-9])")
+_PRECISION_ALIASES = {"q4": "int4", "q8": "int8", "uint8": "int8", "quantized": "int8"}
+
+
+def is_store_name(ref: str) -> bool:
+    """A plain name (no separators, no ``..``): never usable to escape the store."""
+    return bool(_NAME.match(ref)) and ".." not in ref
+
+
+# --- resolving ---------------------------------------------------------------------------
+
+
+def resolve(ref: str | Path, *, progress: Callable[[str], None] | None = None) -> Path:
+    """A model folder from a path, a store name or a recipe name; ModelNotFound otherwise.
+
+    A recipe name whose model is not in the store yet is converted first (that needs the
+    ``convert`` extra), reporting its steps through ``progress``.
+    """
+    text = str(ref)
+    if is_store_name(text):
+        candidate = home.models_dir() / text
+        if candidate.is_dir():
+            _require_complete(candidate)
+            return candidate
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise ModelNotFound(f"{text} is a file, not a model folder", hint="pass the folder that holds the model")
+    if is_store_name(text):
+        recipe = _recipe(text)
+        if recipe is not None:
+            from onnxg.convert import defaults  # lazy: conversion lives in onnxg.convert
+
+            return defaults.ensure_recipe(text, progress=progress)
+    raise ModelNotFound(
+        f"no model named {text!r} in the store and no such folder",
+        hint="run `onnxg models` to list the store, `onnxg convert --list` for recipes, or pass a model folder",
+    )
+
+
+def _recipe(name: str) -> Any | None:
+    try:
+        from onnxg.convert import recipes
+    except ImportError:
+        return None
+    try:
+        return recipes.get(name)
+    except Exception:  # a broken recipe file must not hide a plain "not found"
+        return None
+
+
+def _require_complete(folder: Path) -> None:
+    if (folder / PULL_STATE).is_dir():
+        data = read_manifest(folder / PULL_STATE, name="state.json")
+        again = data.get("ref") or folder.name
+        raise ModelNotFound(
+            f"the download of {folder.name!r} did not finish",
+            hint=f"run `onnxg pull {again}` to resume it, or `onnxg models rm {folder.name}`",
+        )
+
+
+def model_id(path: Path) -> str:
+    """The id a model is served under: its store name, or its folder's name."""
+    return path.name
+
+
+def default_name(kind: str) -> str:
+    if kind not in DEFAULT_NAMES:
+        raise InvalidRequest(f"unknown model kind {kind!r}", hint="use 'chat' or 'embedding'")
+    return DEFAULT_NAMES[kind]
+
+
+def default_model(kind: Literal["chat", "embedding"], *, progress: Callable[[str], None] | None = None) -> Path:
+    """The model used when no ``--model`` is given for ``kind``.
+
+    ``ONNXG_DEFAULT_CHAT_MODEL`` / ``ONNXG_DEFAULT_EMBEDDING_MODEL`` choose another one (any
+    store name, folder or recipe). Otherwise it is the store's default model, built on first
+    use from the weights of the ``default-models`` extra (``onnxg.convert.defaults``).
+    """
+    name = default_name(kind)
+    override = os.environ.get(DEFAULT_ENV[kind], "").strip()
+    if override:
+        return resolve(override, progress=progress)
+    folder = home.models_dir() / name
+    if folder.is_dir() and (folder / MANIFEST).is_file():
+        return folder
+    from onnxg.convert import defaults  # lazy: conversion lives in onnxg.convert
+
+    return defaults.ensure_default(kind, progress=progress)
+
+
+def default_models(*, progress: Callable[[str], None] | None = None) -> list[Path]:
+    """The default chat model and the default embedding model (what ``onnxg serve`` serves)."""
+    return [default_model("chat", progress=progress), default_model("embedding", progress=progress)]
+
+
+# --- onnxg.json ------------------------------------------------------------------------------
+
+
+def read_manifest(folder: Path, *, name: str = MANIFEST) -> dict[str, Any]:
+    """The folder's ``onnxg.json`` as a dict; ``{}`` when absent or unreadable."""
+    try:
+        data = json.loads((folder / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_manifest(folder: Path, data: dict[str, Any], *, name: str = MANIFEST) -> Path:
+    """Write atomically (a temporary file renamed over the old one)."""
+    target = folder / name
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def manifest_files(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``files`` of a manifest as ``{relative path: {"size", "sha256"}}`` (dict or list form)."""
+    files = data.get("files")
+    if isinstance(files, dict):
+        return {str(k): v for k, v in files.items() if isinstance(v, dict)}
+    if isinstance(files, list):
+        return {str(f.get("path") or f.get("name")): f for f in files if isinstance(f, dict)}
+    return {}
+
+
+def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_files(folder: Path) -> Iterator[Path]:
+    """The model's own files: everything but ``onnxg.json`` and hidden entries."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or (name == MANIFEST and Path(root) == folder):
+                continue
+            yield Path(root) / name
+
+
+def file_entries(folder: Path, *, known: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"size", "sha256"}}`` for every model file.
+
+    A file whose size matches an entry of ``known`` that already has a sha256 keeps it
+    (hashing gigabytes again after every pull would be wasted time).
+    """
+    known = known or {}
+    entries: dict[str, dict[str, Any]] = {}
+    for path in model_files(folder):
+        rel = path.relative_to(folder).as_posix()
+        size = path.stat().st_size
+        prior = known.get(rel) or {}
+        sha = prior.get("sha256") if prior.get("size") == size else None
+        entries[rel] = {"size": size, "sha256": sha or sha256_file(path)}
+    return entries
+
+
+def fingerprint(folder: Path) -> str:
+    """Cheap identity of the folder's files (names, sizes, mtimes): a cached check is valid
+    while it is unchanged."""
+    digest = hashlib.sha1()
+    for path in model_files(folder):
+        st = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def record_check(folder: Path, report: Any) -> dict[str, Any]:
+    """Cache a ``onnxg.convert.check.Report`` in ``onnxg.json`` (``onnxg models`` shows it)."""
+    items = getattr(report, "items", []) or []
+    entry = {
+        "ok": bool(report.ok),
+        "kind": getattr(report, "kind", None),
+        "failed": [i.name for i in items if not getattr(i, "ok", True)],
+        "fingerprint": fingerprint(folder),
+        "checked": now_iso(),
+    }
+    data = read_manifest(folder)
+    data["check"] = entry
+    write_manifest(folder, data)
+    return entry
+
+
+def cached_check(folder: Path, data: dict[str, Any] | None = None) -> bool | None:
+    """The cached check result, or None when there is none or the files changed since."""
+    data = read_manifest(folder) if data is None else data
+    entry = data.get("check")
+    if not isinstance(entry, dict) or "ok" not in entry:
+        return None
+    stamp = entry.get("fingerprint")
+    if stamp is not None and stamp != fingerprint(folder):
+        return None
+    return bool(entry["ok"])
+
+
+# --- what a folder holds -------------------------------------------------------------------
+
+
+def kind(path: Path) -> Kind:
+    """``chat`` (genai_config.json), ``e2e`` (an ONNX graph with string inputs) or ``embedding``."""
+    if (path / "genai_config.json").is_file():
+        return "chat"
+    onnx = path / "model.onnx"
+    candidates = [onnx] if onnx.is_file() else sorted(path.glob("*.onnx"))
+    if candidates and _has_string_input(candidates[0]):
+        return "e2e"
+    return "embedding"
+
+
+def _varint(handle: Any) -> int | None:
+    shift = result = 0
+    while True:
+        byte = handle.read(1)
+        if not byte:
+            return None
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+        shift += 7
+
+
+def _fields(handle: Any, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, wire type, value or length) of each protobuf field up to ``end``;
+    for length-delimited fields the handle is left at the payload start."""
+    while handle.tell() < end:
+        tag = _varint(handle)
+        if tag is None:
+            return
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            yield number, wire, _varint(handle) or 0
+        elif wire == 1:
+            handle.seek(8, 1)
+        elif wire == 5:
+            handle.seek(4, 1)
+        elif wire == 2:
+            length = _varint(handle) or 0
+            start = handle.tell()
+            yield number, wire, length
+            handle.seek(start + length)
+        else:
+            return
+
+
+def _has_string_input(model: Path) -> bool:
+    """Whether the ONNX graph has a string input, read straight from the protobuf wire
+    format (seeking over weights), so no onnx/onnxruntime import and no full read."""
+    string_type = 8
+    try:
+        with open(model, "rb") as handle:
+            size = model.stat().st_size
+            for number, wire, length in _fields(handle, size):
+                if number != 7 or wire != 2:  # ModelProto.graph
+                    continue
+                for gnum, gwire, glen in _fields(handle, handle.tell() + length):
+                    if gnum != 11 or gwire != 2:  # GraphProto.input (ValueInfoProto)
+                        continue
+                    for vnum, _, vlen in _fields(handle, handle.tell() + glen):
+                        if vnum != 2:  # ValueInfoProto.type
+                            continue
+                        for tnum, _, tlen in _fields(handle, handle.tell() + vlen):
+                            if tnum != 1:  # TypeProto.tensor_type
+                                continue
+                            for enum, ewire, value in _fields(handle, handle.tell() + tlen):
+                                if enum == 1 and ewire == 0 and value == string_type:
+                                    return True
+                return False
+    except OSError:
+        return False
+    return False
+
+
+def precision_of(folder: Path, data: dict[str, Any]) -> str | None:
+    if data.get("precision"):
+        return str(data["precision"])
+    text = " ".join([folder.name, source_of(data) or "", *(p.name for p in folder.glob("*.onnx"))]).lower()
+    match = _PRECISION.search(text.replace("_", "-"))
+    if match:
+        return _PRECISION_ALIASES.get(match.group(1), match.group(1))
+    return None
+
+
+def ep_of(folder: Path, data: dict[str, Any]) -> str:
+    if data.get("ep"):
+        return str(data["ep"])
+    try:
+        genai = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+        options = genai["model"]["decoder"]["session_options"].get("provider_options") or []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "cpu"
+    for option in options:
+        if isinstance(option, dict) and option:
+            return str(next(iter(option)))
+    return "cpu"
+
+
+def disk_size(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(root) / name).stat().st_size
+    return total
+
+
+@dataclass
+class ModelEntry:
+    """One model of the store, as ``onnxg models`` shows it."""
+
+    name: str
+    path: Path
+    kind: str
+    precision: str | None
+    ep: str
+    size: int
+    source: str | None
+    check: bool | None  # cached `onnxg check` result; None: not checked (or files changed)
+    complete: bool  # False while a pull has not finished
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "kind": self.kind,
+            "precision": self.precision,
+            "ep": self.ep,
+            "size": self.size,
+            "source": self.source,
+            "revision": revision_of(self.manifest),
+            "check": self.check,
+            "complete": self.complete,
+        }
+
+
+def source_of(data: dict[str, Any]) -> str | None:
+    """Where a model came from, in one short string: ``org/repo[/subfolder]``, a recipe,
+    or a local path (``source`` is a dict in the converter's onnxg.json, a string in old ones)."""
+    src = data.get("source")
+    if isinstance(src, str):
+        return f"{src}/{data['subfolder']}" if data.get("subfolder") else src
+    if not isinstance(src, dict):
+        return None
+    if src.get("repo"):
+        return f"{src['repo']}/{src['subfolder']}" if src.get("subfolder") else str(src["repo"])
+    if src.get("recipe"):
+        return f"recipe {src['recipe']}"
+    return str(src.get("path") or src.get("ref") or "") or None
+
+
+def revision_of(data: dict[str, Any]) -> str | None:
+    src = data.get("source")
+    rev = data.get("revision") or (src.get("revision") if isinstance(src, dict) else None)
+    return str(rev) if rev else None
+
+
+def describe(folder: Path) -> ModelEntry:
+    data = read_manifest(folder)
+    complete = not (folder / PULL_STATE).exists()
+    source = source_of(data)
+    if not complete and not source:
+        state = read_manifest(folder / PULL_STATE, name="state.json")
+        source = state.get("ref")
+    return ModelEntry(
+        name=folder.name,
+        path=folder,
+        kind=kind(folder) if complete else "?",
+        precision=precision_of(folder, data),
+        ep=ep_of(folder, data),
+        size=disk_size(folder),
+        source=source,
+        check=cached_check(folder, data) if complete else None,
+        complete=complete,
+        manifest=data,
+    )
+
+
+def list_models() -> list[ModelEntry]:
+    """Every model folder of the store, by name (hidden and temporary folders skipped)."""
+    root = home.models_dir()
+    if not root.is_dir():
+        return []
+    return [describe(p) for p in sorted(root.iterdir(), key=lambda p: p.name.lower())
+            if p.is_dir() and not p.name.startswith(".")]
+
+
+def remove(name: str) -> Path:
+    """Delete a model from the store; only ever a direct child of the models folder."""
+    if not is_store_name(name):
+        raise InvalidRequest(f"{name!r} is not a store name", hint="run `onnxg models` to list the store")
+    root = home.models_dir()
+    target = root / name
+    if target.is_symlink():
+        target.unlink()  # the link only, never what it points to
+        return target
+    if not target.is_dir() or target.resolve().parent != root.resolve():
+        raise ModelNotFound(f"no model named {name!r} in the store", hint="run `onnxg models` to list the store")
+    shutil.rmtree(target)
+    return target
