@@ -1,0 +1,201 @@
+"""``onnxg.chat(...)`` and ``onnxg.embed(...)``: the runtimes in-process, no server.
+
+For scripts that want an answer or a vector without running a server. A model is loaded
+once per folder (and load options) and kept for the life of the process; ``unload()``
+frees them. Both functions are thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from onnxg.runtime.errors import InvalidRequest, ModelNotFound
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from onnxg.runtime.chat import ChatModel, Message
+    from onnxg.runtime.embed import EmbeddingModel
+
+_lock = threading.Lock()
+_models: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Any] = {}
+
+
+def _resolve(ref: str | Path | None, kind: Literal["chat", "embedding"]) -> Path:
+    from onnxg.runtime import store
+
+    if ref is not None:
+        return Path(store.resolve(ref))
+    default_model = getattr(store, "default_model", None)
+    if default_model is None:
+        raise ModelNotFound(
+            f"no default {kind} model is available", hint="pass model= a store name or a model folder"
+        )
+    return Path(default_model(kind))
+
+
+def load_chat(model: str | Path | None = None, **load_options: Any) -> ChatModel:
+    """The chat model for ``model`` (default: the default chat model), loaded once and cached."""
+    from onnxg.runtime.chat import ChatModel
+
+    return _cached("chat", _resolve(model, "chat"), load_options, ChatModel.load)
+
+
+def load_embedding(model: str | Path | None = None, **load_options: Any) -> EmbeddingModel:
+    """The embedding model for ``model`` (default: the default one), loaded once and cached."""
+    from onnxg.runtime.embed import EmbeddingModel
+
+    return _cached("embedding", _resolve(model, "embedding"), load_options, EmbeddingModel.load)
+
+
+def _cached(kind: str, path: Path, options: Mapping[str, Any], load: Any) -> Any:
+    key = (kind, str(path), tuple(sorted(options.items())))
+    with _lock:  # loading twice in parallel would double the memory for nothing
+        model = _models.get(key)
+        if model is None:
+            model = load(path, **options)
+            _models[key] = model
+        return model
+
+
+def unload() -> None:
+    """Forget (and close) every cached model."""
+    with _lock:
+        models = list(_models.values())
+        _models.clear()
+    for model in models:
+        close = getattr(model, "close", None)
+        if close is not None:
+            close()
+
+
+def _messages(prompt: str | Sequence[Message | Mapping[str, str]], system: str | None) -> list[Message]:
+    from onnxg.runtime.chat import Message
+
+    if isinstance(prompt, str):
+        items: list[Message] = [Message("user", prompt)]
+    else:
+        items = []
+        for i, item in enumerate(prompt):
+            if isinstance(item, Message):
+                items.append(item)
+            elif isinstance(item, Mapping) and "role" in item and "content" in item:
+                items.append(Message(str(item["role"]), str(item["content"])))
+            else:
+                raise InvalidRequest(
+                    f"message {i} must be a Message or a mapping with 'role' and 'content'",
+                    param=f"messages[{i}]",
+                )
+    if system is not None:
+        items.insert(0, Message("system", system))
+    if not items:
+        raise InvalidRequest("at least one message is needed", param="messages")
+    return items
+
+
+def _options(options: Mapping[str, Any]) -> Any:
+    from onnxg.runtime.chat import GenerationOptions
+
+    known = {f.name for f in fields(GenerationOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown generation option {unknown[0]!r}",
+            hint="known: " + ", ".join(sorted(known)),
+            param=unknown[0],
+        )
+    opts = GenerationOptions(**options)
+    opts.validate()
+    return opts
+
+
+@overload
+def chat(
+    prompt: str | Sequence[Message | Mapping[str, str]], *, model: str | Path | None = ...,
+    system: str | None = ..., stream: Literal[False] = ..., **options: Any,
+) -> str: ...
+@overload
+def chat(
+    prompt: str | Sequence[Message | Mapping[str, str]], *, model: str | Path | None = ...,
+    system: str | None = ..., stream: Literal[True], **options: Any,
+) -> Iterator[str]: ...
+def chat(
+    prompt: str | Sequence[Message | Mapping[str, str]],
+    *,
+    model: str | Path | None = None,
+    system: str | None = None,
+    stream: bool = False,
+    **options: Any,
+) -> str | Iterator[str]:
+    """Answer ``prompt`` (a user message, or a list of messages) with a chat model.
+
+    ``options`` are the OpenAI sampling names of ``GenerationOptions`` (``max_tokens``,
+    ``temperature``, ``top_p``, ``top_k``, ``stop``, ``seed``, ...). Returns the answer text,
+    or with ``stream=True`` an iterator of text pieces. Example::
+
+        onnxg.chat("What is the capital of France?", temperature=0, max_tokens=32)
+    """
+    messages = _messages(prompt, system)
+    opts = _options(options)
+    if opts.n != 1:
+        raise InvalidRequest("onnxg.chat returns one answer: n must be 1", param="n")
+    engine = load_chat(model)
+    if stream:
+        return _pieces(engine, messages, opts)
+    return engine.complete(messages, opts).choices[0].text
+
+
+def _pieces(engine: ChatModel, messages: list[Message], opts: Any) -> Iterator[str]:
+    from onnxg.runtime.chat import Chunk
+
+    stream = engine.stream(messages, opts)
+    try:
+        for item in stream:
+            if isinstance(item, Chunk) and item.text:
+                yield item.text
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # a caller that stops early frees the generator
+
+
+@overload
+def embed(texts: str, *, model: str | Path | None = ..., dimensions: int | None = ...,
+          batch_size: int = ...) -> np.ndarray: ...
+@overload
+def embed(texts: Sequence[str], *, model: str | Path | None = ..., dimensions: int | None = ...,
+          batch_size: int = ...) -> np.ndarray: ...
+def embed(
+    texts: str | Sequence[str],
+    *,
+    model: str | Path | None = None,
+    dimensions: int | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Embed one text (-> a float32 vector) or a list of texts (-> an ``[n, dim]`` array).
+
+    ``dimensions`` keeps the first N dimensions and re-normalises, as OpenAI's parameter does.
+    """
+    import numpy as np
+
+    single = isinstance(texts, str)
+    items = [texts] if single else list(texts)
+    if not items or not all(isinstance(t, str) for t in items):
+        raise InvalidRequest("texts must be a string or a non-empty list of strings", param="input")
+    result = load_embedding(model).embed(items, batch_size=batch_size)
+    if isinstance(result.vectors, list):  # multi-vector models: one [tokens, dim] array per text
+        return result.vectors[0] if single else result.vectors  # type: ignore[return-value]
+    vectors = np.asarray(result.vectors, dtype=np.float32)
+    if dimensions is not None:
+        if not 0 < dimensions <= vectors.shape[-1]:
+            raise InvalidRequest(
+                f"dimensions must be between 1 and {vectors.shape[-1]}", param="dimensions"
+            )
+        vectors = vectors[..., :dimensions]
+        norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+        vectors = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+    return vectors[0] if single else vectors

@@ -1,0 +1,496 @@
+"""Background servers: process records, spawning, waiting for /health, stopping.
+
+Each onnxg server started in the background (``onnxg serve --detach`` or ``onnxg.Server``)
+has a record ``ONNXG_HOME/run/<port>.json`` holding its pid, address, models, log file and
+the process's start time. The start time guards against pid reuse: a record whose pid now
+belongs to another process (or to no process) is stale, and every reader removes it.
+
+Web-free on purpose: /health is polled with urllib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from onnxg.runtime import home
+from onnxg.runtime.errors import OnnxgError
+
+DEFAULT_GRACE_S = 30.0  # the server's own default grace period for in-flight requests
+DEFAULT_START_TIMEOUT_S = 600.0  # a first start may convert the default models
+
+
+class ServerStartError(OnnxgError):
+    """The server process died, or did not answer /health in time."""
+
+    status = 500
+    type = "server_error"
+    code = "server_start_failed"
+
+
+class PortInUse(OnnxgError):
+    """The port is held by something that is not the onnxg server asked for."""
+
+    code = "port_in_use"
+
+
+class StopError(OnnxgError):
+    """A server that could not be signalled (another user's process)."""
+
+    status = 500
+    type = "server_error"
+    code = "server_stop_failed"
+
+
+@dataclass
+class Record:
+    """What ``ONNXG_HOME/run/<port>.json`` holds about one background server."""
+
+    pid: int
+    port: int
+    host: str
+    models: list[str]
+    started: float  # time.time() at spawn
+    log: str
+    proc_start: str | None  # the OS's start time of ``pid`` (guards against pid reuse)
+    origin: str = "detach"  # "detach" (the CLI) or "python" (onnxg.Server)
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return base_url(self.host, self.port)
+
+    @property
+    def uptime_s(self) -> float:
+        return max(0.0, time.time() - self.started)
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["url"] = self.url
+        data["uptime_s"] = round(self.uptime_s, 1)
+        return data
+
+
+# ----------------------------------------------------------------------------- addresses
+
+
+def connect_host(host: str) -> str:
+    """The address a client on this machine uses to reach a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def base_url(host: str, port: int) -> str:
+    target = connect_host(host)
+    if ":" in target:
+        target = f"[{target}]"
+    return f"http://{target}:{port}"
+
+
+def port_in_use(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port``, or holds the port."""
+    target = connect_host(host)
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        if sock.connect_ex((target, port)) == 0:
+            return True
+    # Nothing answers, but a socket may still be bound without listening.
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        if os.name == "posix":  # like uvicorn: a port in TIME_WAIT is free
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((target, port))
+        except OSError:
+            return True
+    return False
+
+
+def health(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether ``GET /health`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"{base_url(host, port)}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def proc_start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` as the OS reports it, or None if unknown.
+
+    Linux: field 22 of /proc/<pid>/stat (clock ticks since boot). Elsewhere: ``ps -o lstart=``.
+    """
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.parent.is_dir() and Path("/proc/self/stat").exists():
+        try:
+            text = stat.read_text()
+        except OSError:
+            return None
+        # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+        fields = text[text.rfind(")") + 2 :].split()
+        return fields[19] if len(fields) > 19 else None
+    try:
+        result = subprocess.run(
+            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rfind(")") + 2 :].startswith("Z")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    except OSError:
+        return False
+    return not _is_zombie(pid)
+
+
+def is_alive(record: Record) -> bool:
+    """Whether the record's process still runs and is the same process (not a reused pid)."""
+    if not pid_alive(record.pid):
+        return False
+    if record.proc_start is None:
+        return True
+    now = proc_start_time(record.pid)
+    return now is None or now == record.proc_start
+
+
+def _signal(pid: int, sig: int) -> None:
+    """Signal the server's whole process group when it leads one (its own session)."""
+    try:
+        if hasattr(os, "getpgid") and os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def terminate(pid: int, grace: float = DEFAULT_GRACE_S, *, alive: Callable[[], bool] | None = None) -> str:
+    """SIGTERM, then SIGKILL after ``grace`` seconds. Returns "terminated", "killed" or "gone".
+
+    ``alive()`` tells whether the process still runs (default: ``pid_alive(pid)``); a parent
+    passes one that reaps its own child, which would otherwise linger as a zombie.
+    """
+    check = alive or (lambda: pid_alive(pid))
+    if not check():
+        return "gone"
+    try:
+        _signal(pid, signal.SIGTERM)
+    except PermissionError as exc:
+        raise StopError(
+            f"not allowed to stop process {pid}", hint="it belongs to another user"
+        ) from exc
+    if _wait_dead(check, grace):
+        return "terminated"
+    _signal(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+    if _wait_dead(check, 10.0):
+        return "killed"
+    raise StopError(f"process {pid} did not end after SIGKILL")
+
+
+def _wait_dead(alive: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while time.monotonic() < deadline:
+        if not alive():
+            return True
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+    return not alive()
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def run_dir() -> Path:
+    return home.home() / "run"
+
+
+def record_path(port: int) -> Path:
+    return run_dir() / f"{port}.json"
+
+
+def log_path(port: int) -> Path:
+    return home.logs_dir() / f"serve-{port}.log"
+
+
+def write_record(record: Record) -> Path:
+    """Write the record atomically (a reader never sees half a file)."""
+    path = record_path(record.port)
+    home.ensure(path.parent)
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+    data = {k: v for k, v in record.to_json().items() if k not in ("url", "uptime_s")}
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def remove_record(port: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        record_path(port).unlink()
+
+
+def _load(path: Path) -> Record | None:
+    try:
+        data = json.loads(path.read_text())
+        return Record(
+            pid=int(data["pid"]),
+            port=int(data["port"]),
+            host=str(data["host"]),
+            models=[str(m) for m in data.get("models", [])],
+            started=float(data["started"]),
+            log=str(data.get("log", "")),
+            proc_start=data.get("proc_start"),
+            origin=str(data.get("origin", "detach")),
+            extra=dict(data.get("extra", {})),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def get_record(port: int) -> Record | None:
+    """The live record for ``port``; a stale or unreadable one is removed."""
+    path = record_path(port)
+    if not path.exists():
+        return None
+    record = _load(path)
+    if record is None or not is_alive(record):
+        remove_record(port)
+        return None
+    return record
+
+
+def list_records() -> list[Record]:
+    """Every live background server, by port; stale records are removed on the way."""
+    if not run_dir().is_dir():
+        return []
+    records = []
+    for path in sorted(run_dir().glob("*.json")):
+        if not path.stem.isdigit():
+            continue
+        record = get_record(int(path.stem))
+        if record is not None:
+            records.append(record)
+    return sorted(records, key=lambda r: r.port)
+
+
+def stop(record: Record, grace: float | None = None) -> str:
+    """Stop a background server and remove its record; see ``terminate`` for the result.
+
+    ``grace`` defaults to the server's own grace period (as started) plus a margin.
+    """
+    if grace is None:
+        grace = float(record.extra.get("grace_s", DEFAULT_GRACE_S)) + 5.0  # type: ignore[arg-type]
+    result = terminate(record.pid, grace, alive=lambda: is_alive(record))
+    remove_record(record.port)
+    return result
+
+
+@contextlib.contextmanager
+def port_lock(port: int) -> Iterator[None]:
+    """Serialise starts on one port, so two concurrent starts do not both spawn."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; starts are rare enough
+        yield
+        return
+    locks = home.ensure(run_dir() / "locks")  # apart from the records; never deleted (flock)
+    with open(locks / f"{port}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- spawning
+
+
+def normalize_models(models: Sequence[str | Path]) -> list[str]:
+    """Model refs as compared between starts: store/recipe names as typed, folders absolute."""
+    from onnxg.runtime import store
+
+    result = []
+    for ref in models:
+        text = str(ref)
+        if store.is_store_name(text) and (home.models_dir() / text).is_dir():
+            result.append(text)
+        elif Path(text).expanduser().is_dir():
+            result.append(str(Path(text).expanduser().resolve()))
+        else:
+            result.append(text)
+    return result
+
+
+def same_models(record: Record, models: Sequence[str]) -> bool:
+    return sorted(record.models) == sorted(models)
+
+
+def serve_command(host: str, port: int, models: Sequence[str], extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line of an ``onnxg serve`` child in this same Python environment."""
+    argv = [sys.executable, "-m", "onnxg.cli.main", "serve", "--host", host, "--port", str(port)]
+    for model in models:
+        argv += ["--model", model]
+    return argv + list(extra_args)
+
+
+def spawn(
+    argv: Sequence[str],
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    new_session: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with stdout and stderr into ``log`` (truncated), stdin closed.
+
+    ``new_session``: its own process session, so the terminal's Ctrl-C and hang-up do not
+    reach it and ``stop`` can signal its whole group.
+    """
+    home.ensure(log.parent)
+    child_env = dict(os.environ if env is None else env)
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    flags = 0
+    if new_session and os.name == "nt":  # pragma: no cover - Windows
+        flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(subprocess, "DETACHED_PROCESS", 0)
+    with open(log, "wb") as handle:
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=child_env,
+            close_fds=True, start_new_session=new_session and os.name == "posix", creationflags=flags,
+        )
+
+
+def new_record(
+    proc: subprocess.Popen[bytes], host: str, port: int, models: Sequence[str], log: Path, origin: str
+) -> Record:
+    return Record(
+        pid=proc.pid,
+        port=port,
+        host=host,
+        models=list(models),
+        started=time.time(),
+        log=str(log),
+        proc_start=proc_start_time(proc.pid),
+        origin=origin,
+    )
+
+
+def log_tail(log: Path | str, lines: int = 15) -> str:
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def wait_healthy(
+    proc: subprocess.Popen[bytes],
+    host: str,
+    port: int,
+    log: Path,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+    on_wait: Callable[[float], None] | None = None,
+) -> None:
+    """Block until /health answers 200; raise ServerStartError if the process dies or times out.
+
+    ``on_wait(elapsed_s)`` is called between polls (a progress display, or an abort check).
+    """
+    start = time.monotonic()
+    delay = 0.05
+    while True:
+        code = proc.poll()
+        if code is not None:
+            tail = log_tail(log, 60)
+            last = _last_error_line(tail)
+            raise ServerStartError(
+                f"the server exited with code {code} before it was ready" + (f": {last}" if last else ""),
+                hint=f"see the log: {log}",
+            )
+        if health(host, port, timeout=2.0):
+            return
+        elapsed = time.monotonic() - start
+        if elapsed > timeout:
+            raise ServerStartError(
+                f"the server did not answer {base_url(host, port)}/health within {timeout:.0f} s",
+                hint=f"it is still starting or stuck; see the log: {log}",
+            )
+        if on_wait is not None:
+            on_wait(elapsed)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def wait_record_healthy(record: Record, timeout: float = DEFAULT_START_TIMEOUT_S) -> None:
+    """``wait_healthy`` for a server known only by its record (one another process started)."""
+    start = time.monotonic()
+    while not health(record.host, record.port):
+        if not is_alive(record):
+            remove_record(record.port)
+            raise ServerStartError(
+                f"the onnxg server on port {record.port} (pid {record.pid}) ended before it was ready",
+                hint=f"see the log: {record.log}",
+            )
+        if time.monotonic() - start > timeout:
+            raise ServerStartError(
+                f"the onnxg server on port {record.port} did not answer /health within {timeout:.0f} s",
+                hint=f"see the log: {record.log}",
+            )
+        time.sleep(0.25)
+
+
+_EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception)): (.+)$")
+
+
+def _last_error_line(tail: str) -> str:
+    """The most telling line of a log tail.
+
+    In order: the CLI's own "Error: ..." line; the last exception line of a traceback
+    ("ModelLoadError: ...", module path dropped); the last line mentioning an error; the last line.
+    """
+    lines = [line.strip().lstrip("|").strip() for line in tail.splitlines()]
+    lines = [line for line in lines if line]
+    for line in reversed(lines):
+        if line.startswith("Error: "):
+            return line[len("Error: "):][:300]
+    for line in reversed(lines):
+        match = _EXC_LINE.match(line)
+        if match and "Group" not in match.group(1):
+            return f"{match.group(1)}: {match.group(2)}"[:300]
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else ""
