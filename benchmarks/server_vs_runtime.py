@@ -1,0 +1,158 @@
+"""What the HTTP server costs: the runtime called directly vs the same models behind `onnxg serve`.
+
+    python benchmarks/server_vs_runtime.py --chat PATH --embed PATH [--threads N] [--json]
+
+Without --chat/--embed it uses the store's default models. Two figures, each a ratio
+server / direct (targets: decode >= 0.95, embeddings >= 0.9):
+
+* streamed decode tokens/s of one greedy answer: (tokens - 1) / (time of last token - time
+  of first token), through SSE with the official openai client vs ``ChatModel.stream``;
+* embeddings/s at batch 32: 32 sentences per call, through POST /v1/embeddings (base64, as
+  the openai client asks) vs ``EmbeddingModel.embed``.
+
+Direct and served runs alternate (A B A B ...), never overlap, and each ratio is the median
+of the paired runs, so a machine whose load drifts (a shared CI box) biases neither side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
+TOPICS = ["the sea", "a cat", "ONNX Runtime", "Paris", "rain", "mountains", "a quiet smile", "winter"]
+SENTENCES = [f"Sentence number {i} is about {topic}." for i, topic in enumerate(TOPICS * 4)]
+EMBED_CALLS = 5
+
+
+def decode_rate(times: list[float]) -> float:
+    """Tokens per second between the first and the last streamed token (one chunk per token)."""
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+def embed_rate(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    for _ in range(EMBED_CALLS):
+        call()
+    return EMBED_CALLS * len(SENTENCES) / (time.perf_counter() - started)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(chat: Path, embed: Path, threads: int | None) -> tuple[subprocess.Popen[bytes], int]:
+    import httpx
+
+    port = _free_port()
+    command = [sys.executable, "-m", "onnxg.cli.main", "serve", "--model", str(chat), "--model", str(embed)]
+    command += ["--port", str(port), "--log-level", "warning"]
+    if threads:
+        command += ["--threads", str(threads)]
+    log = tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"the server did not start; see {log.name}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
+def run(chat: Path, embed: Path, threads: int | None, max_tokens: int, repeat: int) -> dict[str, object]:
+    from openai import OpenAI
+
+    from onnxg.runtime.chat import ChatModel, Chunk, GenerationOptions, Message
+    from onnxg.runtime.embed import EmbeddingModel
+
+    model = ChatModel.load(chat, threads=threads)
+    embedder = EmbeddingModel.load(embed, threads=threads)
+    model.warmup()
+    embedder.warmup()
+    messages = [Message(**m) for m in PROMPT]
+    proc, port = start_server(chat, embed, threads)
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0, timeout=300)
+
+    def direct_decode() -> float:
+        options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
+        return decode_rate(
+            [time.perf_counter() for i in model.stream(messages, options) if isinstance(i, Chunk) and i.text]
+        )
+
+    def served_decode() -> float:
+        stream = client.chat.completions.create(
+            model=chat.name, messages=PROMPT, max_tokens=max_tokens, temperature=0, stream=True
+        )
+        return decode_rate([time.perf_counter() for c in stream if c.choices and c.choices[0].delta.content])
+
+    try:
+        client.embeddings.create(model=embed.name, input=SENTENCES)  # warm the connection
+        pairs: dict[str, list[tuple[float, float]]] = {"decode": [], "embeddings": []}
+        for _ in range(repeat):
+            pairs["decode"].append((direct_decode(), served_decode()))
+            pairs["embeddings"].append(
+                (
+                    embed_rate(lambda: embedder.embed(SENTENCES, batch_size=32)),
+                    embed_rate(lambda: client.embeddings.create(model=embed.name, input=SENTENCES)),
+                )
+            )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        model.close()
+    result: dict[str, object] = {"chat_model": chat.name, "embedding_model": embed.name, "repeat": repeat}
+    for name, runs in pairs.items():
+        result[name] = {
+            "direct_per_s": [round(d, 1) for d, _ in runs],
+            "server_per_s": [round(s, 1) for _, s in runs],
+            "ratio": statistics.median(s / d for d, s in runs),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chat", type=Path)
+    parser.add_argument("--embed", type=Path)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=4)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    from onnxg.runtime import store
+
+    chat = store.resolve(args.chat) if args.chat else store.default_model("chat")
+    embed = store.resolve(args.embed) if args.embed else store.default_model("embedding")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    result = run(chat, embed, args.threads, args.max_tokens, args.repeat)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for name, unit, target in (("decode", "tok/s", 0.95), ("embeddings", "emb/s", 0.9)):
+        r = result[name]
+        assert isinstance(r, dict)
+        print(
+            f"{name:10s} {unit}  direct {statistics.median(r['direct_per_s']):8.1f}  "
+            f"server {statistics.median(r['server_per_s']):8.1f}  "
+            f"ratio (median of pairs) {r['ratio']:.3f}  (target >= {target})"
+        )
+
+
+if __name__ == "__main__":
+    main()

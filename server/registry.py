@@ -1,0 +1,122 @@
+"""The models a server holds, by id. Loaded once at start-up, looked up per request.
+
+Lookup is by exact id in a dict, so a request's ``model`` is never used as a file path:
+``../../etc/passwd`` is just an id we do not have.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxg.runtime import store
+from onnxg.runtime.errors import InvalidRequest, ModelNotFound, OnnxgError
+
+log = logging.getLogger("onnxg.server")
+
+
+@dataclass
+class Registry:
+    chat: dict[str, Any] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def ids(self) -> list[str]:
+        return [*self.chat, *self.embedding]
+
+    def chat_model(self, model_id: str) -> tuple[str, Any]:
+        """(id, chat model) for ``model_id``; an empty id means the first chat model served."""
+        if not model_id and self.chat:
+            model_id = next(iter(self.chat))
+        if model_id in self.chat:
+            return model_id, self.chat[model_id]
+        if model_id in self.embedding:
+            raise InvalidRequest(f"'{model_id}' is an embedding model: use /v1/embeddings", param="model")
+        raise _unknown(model_id, self.ids)
+
+    def embedding_model(self, model_id: str) -> tuple[str, Any]:
+        """(id, embedding model) for ``model_id``; an empty id means the first one served."""
+        if not model_id and self.embedding:
+            model_id = next(iter(self.embedding))
+        if model_id in self.embedding:
+            return model_id, self.embedding[model_id]
+        if model_id in self.chat:
+            raise InvalidRequest(f"'{model_id}' is a chat model: use /v1/chat/completions", param="model")
+        raise _unknown(model_id, self.ids)
+
+    def close(self) -> None:
+        for model in [*self.chat.values(), *self.embedding.values()]:
+            close = getattr(model, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - shutting down anyway
+                    log.warning("closing %s failed", getattr(model, "name", "?"), exc_info=True)
+
+
+def _unknown(model_id: str, ids: list[str]) -> ModelNotFound:
+    if not model_id:
+        return ModelNotFound("No model of this kind is served; name one with 'model'.", param="model")
+    shown = model_id if len(model_id) <= 200 else model_id[:200] + "..."
+    return ModelNotFound(f"The model '{shown}' does not exist; served: {', '.join(ids)}", param="model")
+
+
+@dataclass
+class Planned:
+    """A model to load: its folder, id and kind, checked before anything heavy happens."""
+
+    path: Path
+    id: str
+    kind: str
+
+
+def plan(refs: list[str]) -> list[Planned]:
+    """Resolve every ref up front: a typo fails in a second, before any model loads."""
+    if not refs:
+        raise InvalidRequest("no model to serve", hint="pass --model NAME_OR_PATH (repeatable)")
+    planned: list[Planned] = []
+    seen: dict[str, str] = {}
+    for ref in refs:
+        path = store.resolve(ref)
+        model_id = store.model_id(path)
+        if model_id in seen:
+            raise InvalidRequest(
+                f"two models would be served as '{model_id}' ({seen[model_id]} and {ref})",
+                hint="serve each id once; rename one folder or use store names",
+            )
+        seen[model_id] = ref
+        planned.append(Planned(path, model_id, store.kind(path)))
+    return planned
+
+
+def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = True) -> Registry:
+    """Load and warm every model (blocking: call it off the event loop)."""
+    from onnxg.runtime.chat import ChatModel
+    from onnxg.runtime.embed import EmbeddingModel
+
+    registry = Registry()
+    try:
+        for item in planned:
+            started = time.perf_counter()
+            if item.kind == "chat":
+                model: Any = ChatModel.load(item.path, threads=threads)
+                registry.chat[item.id] = model
+            else:
+                model = EmbeddingModel.load(item.path, threads=threads)
+                registry.embedding[item.id] = model
+            if warmup:
+                model.warmup()
+            log.info("loaded %s (%s) in %.1fs", item.id, item.kind, time.perf_counter() - started)
+    except OnnxgError:
+        registry.close()
+        raise
+    except Exception as exc:
+        registry.close()
+        from onnxg.runtime.errors import ModelLoadError
+
+        raise ModelLoadError(f"could not load {item.path}: {type(exc).__name__}: {exc}") from exc
+    return registry

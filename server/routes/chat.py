@@ -1,0 +1,191 @@
+"""POST /v1/chat/completions: messages through the chat template, non-streamed or SSE."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio.to_thread
+from litestar import Request, Response, post
+from litestar.response import Stream
+from msgspec import UNSET
+
+from onnxg.server.errors import decode, invalid
+from onnxg.server.limits import Slots
+from onnxg.server.metrics import Metrics
+from onnxg.server.protocol import (
+    ENCODER,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
+    ResponseMessage,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+from onnxg.server.registry import Registry
+from onnxg.server.routes.common import FINGERPRINT, event_stream, new_id, now, open_stream, options, sse
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def to_messages(items: list[ChatMessage]) -> list[Any]:
+    from onnxg.runtime.chat import Message
+
+    messages = []
+    for i, item in enumerate(items):
+        role = "system" if item.role == "developer" else item.role
+        if role in ("tool", "function"):
+            raise invalid(
+                f"'{role}' messages are not supported (this server does no tool calling).", param=f"messages[{i}].role"
+            )
+        content = item.content
+        if isinstance(content, list):
+            texts = []
+            for j, part in enumerate(content):
+                if part.type != "text" or part.text is None:
+                    raise invalid(
+                        f"Only text content parts are supported, not '{part.type}'.",
+                        param=f"messages[{i}].content[{j}].type",
+                    )
+                texts.append(part.text)
+            content = "\n".join(texts)
+        if content is None:
+            if role != "assistant":
+                raise invalid(f"A '{role}' message needs 'content'.", param=f"messages[{i}].content")
+            content = ""
+        messages.append(Message(role=role, content=content))
+    return messages
+
+
+def check_unsupported(req: ChatCompletionRequest) -> None:
+    if req.tools:
+        raise invalid("'tools' are not supported by this server.", param="tools")
+    if req.functions:
+        raise invalid("'functions' are not supported by this server.", param="functions")
+    if req.response_format is not None and req.response_format.type != "text":
+        raise invalid(
+            f"response_format '{req.response_format.type}' is not supported; only 'text'.", param="response_format"
+        )
+    if req.top_logprobs and not req.logprobs:
+        raise invalid("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
+
+
+def to_logprobs(items: list[Any] | None) -> ChoiceLogprobs | None:
+    if items is None:
+        return None
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprob(
+                token=t.token,
+                logprob=t.logprob,
+                bytes=list(t.bytes),
+                top_logprobs=[TopLogprob(x.token, x.logprob, list(x.bytes)) for x in t.top_logprobs],
+            )
+            for t in items
+        ]
+    )
+
+
+class ChatFormat:
+    """SSE chunks of ``chat.completion.chunk``."""
+
+    def __init__(self, model: str, n: int, logprobs: bool) -> None:
+        self.id = new_id("chatcmpl")
+        self.created = now()
+        self.model = model
+        self.n = n
+        self.logprobs = logprobs
+
+    def _encode(self, choices: list[ChunkChoice], usage: Any = UNSET) -> bytes:
+        chunk = ChatCompletionChunk(
+            self.id, "chat.completion.chunk", self.created, self.model, FINGERPRINT, choices, usage
+        )
+        return sse(ENCODER.encode(chunk))
+
+    def head(self) -> list[bytes]:
+        return [self._encode([ChunkChoice(i, Delta(role="assistant", content=""), None, None)]) for i in range(self.n)]
+
+    def chunk(self, chunk: Any, finish_reason: str | None) -> bytes | None:
+        delta = Delta()
+        if chunk.text:
+            delta.content = chunk.text
+        if chunk.reasoning:
+            delta.reasoning_content = chunk.reasoning
+        logprobs = to_logprobs(chunk.logprobs) if self.logprobs and chunk.logprobs else None
+        if delta.content is UNSET and delta.reasoning_content is UNSET and finish_reason is None and logprobs is None:
+            return None
+        return self._encode([ChunkChoice(chunk.index, delta, logprobs, finish_reason)])
+
+    def finish(self, index: int) -> bytes:
+        return self._encode([ChunkChoice(index, Delta(), None, "stop")])
+
+    def usage(self, usage: Usage) -> bytes:
+        return self._encode([], usage)
+
+
+@post(
+    "/chat/completions",
+    status_code=200,
+    operation_id="createChatCompletion",
+    summary="Create a chat completion (OpenAI wire format; SSE when stream is true).",
+    tags=["Chat"],
+)
+async def chat_completions(request: Request, registry: Registry, slots: Slots, metrics: Metrics) -> Response:
+    started = time.perf_counter()
+    req: ChatCompletionRequest = decode(await request.body(), ChatCompletionRequest)
+    model_id, model = registry.chat_model(req.model)
+    check_unsupported(req)
+    messages = to_messages(req.messages)
+    opts = options(
+        req,
+        max_tokens=req.max_completion_tokens or req.max_tokens,
+        logprobs=bool(req.logprobs),
+        top_logprobs=req.top_logprobs or 0,
+    )
+    slot = slots.acquire()
+    if req.stream:
+        first, iterator = await open_stream(lambda cancel: model.stream(messages, opts, cancel=cancel), slot)
+        fmt = ChatFormat(model_id, opts.n, opts.logprobs)
+        body = event_stream(
+            fmt,
+            first,
+            iterator,
+            slot,
+            n=opts.n,
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            on_first_token=lambda: metrics.first_token(model_id, time.perf_counter() - started),
+            on_usage=lambda u: metrics.tokens(model_id, u.prompt_tokens, u.completion_tokens),
+        )
+        return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS, status_code=200)
+    try:
+        result = await anyio.to_thread.run_sync(model.complete, messages, opts)
+    finally:
+        slot.release()
+    usage = Usage(
+        result.usage.prompt_tokens,
+        result.usage.completion_tokens,
+        result.usage.prompt_tokens + result.usage.completion_tokens,
+    )
+    metrics.tokens(model_id, usage.prompt_tokens, usage.completion_tokens)
+    choices = [
+        ChatChoice(
+            index=c.index,
+            message=ResponseMessage(
+                role="assistant",
+                content=c.text,
+                refusal=None,
+                reasoning_content=c.reasoning if c.reasoning else UNSET,
+            ),
+            logprobs=to_logprobs(c.logprobs) if opts.logprobs else None,
+            finish_reason=c.finish_reason,
+        )
+        for c in result.choices
+    ]
+    completion = ChatCompletion(new_id("chatcmpl"), "chat.completion", now(), model_id, FINGERPRINT, choices, usage)
+    return Response(ENCODER.encode(completion), media_type="application/json", status_code=200)

@@ -1,0 +1,175 @@
+"""What the chat and legacy completion routes share: sampling options, ids, SSE framing."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Protocol
+
+from onnxg import __version__
+from onnxg.runtime.errors import OnnxgError
+from onnxg.server.bridge import ThreadedIterator
+from onnxg.server.errors import from_onnxg, invalid, sse_error
+from onnxg.server.limits import Slot
+from onnxg.server.protocol import Usage
+
+FINGERPRINT = f"onnxg-{__version__}"
+DONE = b"data: [DONE]\n\n"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def sse(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if len(stops) > 4:
+        raise invalid("'stop' takes at most 4 sequences.", param="stop")
+    if any(s == "" for s in stops):
+        raise invalid("'stop' sequences must not be empty.", param="stop")
+    return stops
+
+
+def options(req: Any, *, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> Any:
+    """Runtime ``GenerationOptions`` from a request's OpenAI fields (None = OpenAI's default)."""
+    from onnxg.runtime.chat import GenerationOptions
+
+    if req.logit_bias:
+        raise invalid("'logit_bias' is not supported by this server.", param="logit_bias")
+    opts = GenerationOptions(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        seed=req.seed,
+        stop=stop_list(req.stop),
+        n=req.n or 1,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
+    try:
+        opts.validate()
+    except OnnxgError as exc:
+        raise from_onnxg(exc) from None
+    return opts
+
+
+class StreamFormat(Protocol):
+    """How one endpoint writes its SSE chunks (chat and legacy completions differ)."""
+
+    def head(self) -> list[bytes]: ...
+    def chunk(self, chunk: Any, finish_reason: str | None) -> bytes | None: ...
+    def finish(self, index: int) -> bytes: ...
+    def usage(self, usage: Usage) -> bytes: ...
+
+
+class Cleanup:
+    """Stops the runtime and frees the concurrency slot, once, however the stream ends.
+
+    Runs from the event generator's ``finally`` and, as a fallback, when the generator is
+    garbage-collected: a client that disconnects before the body starts leaves a generator
+    that never ran, whose ``finally`` never will.
+    """
+
+    def __init__(self, iterator: ThreadedIterator[Any], slot: Slot) -> None:
+        self.iterator = iterator
+        self.slot = slot
+
+    def __call__(self) -> None:
+        self.iterator.close()
+        self.slot.release()
+
+
+async def open_stream(
+    start: Callable[[threading.Event], Iterator[Any]], slot: Slot
+) -> tuple[Any, ThreadedIterator[Any]]:
+    """Start the runtime and wait for its first item, so that errors the runtime raises
+    before generating (context too long, bad options) are plain HTTP errors, not stream events."""
+    iterator: ThreadedIterator[Any] = ThreadedIterator(start)
+    try:
+        first = await iterator.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        iterator.close()
+        slot.release()
+        raise
+    return first, iterator
+
+
+def event_stream(
+    fmt: StreamFormat,
+    first: Any,
+    iterator: ThreadedIterator[Any],
+    slot: Slot,
+    *,
+    n: int,
+    include_usage: bool,
+    on_first_token: Callable[[], None],
+    on_usage: Callable[[Usage], None],
+) -> AsyncIterator[bytes]:
+    """The SSE body: head chunks, one chunk per runtime chunk, exactly one finish_reason per
+    choice, the usage chunk when asked, ``data: [DONE]``; an error mid-stream as a data line."""
+    from onnxg.runtime.chat import Chunk
+
+    cleanup = Cleanup(iterator, slot)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            for head in fmt.head():
+                yield head
+            finished: set[int] = set()
+            usage: Usage | None = None
+            seen_token = False
+            item = first
+            while item is not None:
+                if isinstance(item, Chunk):
+                    if not seen_token:
+                        seen_token = True
+                        on_first_token()
+                    finish = item.finish_reason if item.index not in finished else None
+                    if finish is not None:
+                        finished.add(item.index)
+                    data = fmt.chunk(item, finish)
+                    if data is not None:
+                        yield data
+                else:
+                    usage = Usage(
+                        item.prompt_tokens, item.completion_tokens, item.prompt_tokens + item.completion_tokens
+                    )
+                try:
+                    item = await iterator.__anext__()
+                except StopAsyncIteration:
+                    item = None
+            for index in range(n):
+                if index not in finished:
+                    yield fmt.finish(index)
+            if usage is not None:
+                on_usage(usage)
+                if include_usage:
+                    yield fmt.usage(usage)
+            yield DONE
+        except Exception as exc:  # noqa: BLE001 - the stream has begun: report in-band
+            yield sse_error(exc)
+        finally:
+            cleanup()
+
+    generator = events()
+    weakref.finalize(generator, cleanup)
+    return generator

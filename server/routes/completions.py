@@ -1,0 +1,155 @@
+"""POST /v1/completions: the legacy text endpoint (a raw prompt, no chat template)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio.to_thread
+from litestar import Request, Response, post
+from litestar.response import Stream
+
+from onnxg.server.errors import decode, invalid
+from onnxg.server.limits import Slots
+from onnxg.server.metrics import Metrics
+from onnxg.server.protocol import (
+    ENCODER,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    LegacyLogprobs,
+    Usage,
+)
+from onnxg.server.registry import Registry
+from onnxg.server.routes.chat import SSE_HEADERS
+from onnxg.server.routes.common import FINGERPRINT, event_stream, new_id, now, open_stream, options, sse
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
+
+
+def prompt_text(prompt: str | list[Any] | None) -> str:
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return prompt
+    if prompt is None:
+        raise invalid("'prompt' is required.", param="prompt")
+    if prompt and all(isinstance(p, str) for p in prompt):
+        raise invalid("One prompt per request: send several requests (they are batched).", param="prompt")
+    raise invalid("'prompt' must be a string; token-id prompts are not supported.", param="prompt")
+
+
+def legacy_logprobs(items: list[Any] | None, offset: int) -> LegacyLogprobs | None:
+    if items is None:
+        return None
+    offsets = []
+    for t in items:
+        offsets.append(offset)
+        offset += len(t.token)
+    return LegacyLogprobs(
+        tokens=[t.token for t in items],
+        token_logprobs=[t.logprob for t in items],
+        top_logprobs=[{x.token: x.logprob for x in t.top_logprobs} for t in items],
+        text_offset=offsets,
+    )
+
+
+class CompletionFormat:
+    """SSE chunks of ``text_completion``."""
+
+    def __init__(self, model: str, n: int, echo: str, logprobs: bool) -> None:
+        self.id = new_id("cmpl")
+        self.created = now()
+        self.model = model
+        self.n = n
+        self.echo = echo
+        self.logprobs = logprobs
+        self.offsets = [len(echo)] * n
+
+    def _encode(self, choices: list[CompletionChoice], usage: Any = None) -> bytes:
+        body = Completion(self.id, "text_completion", self.created, self.model, FINGERPRINT, choices)
+        if usage is not None:
+            body.usage = usage
+        return sse(ENCODER.encode(body))
+
+    def head(self) -> list[bytes]:
+        if not self.echo:
+            return []
+        return [self._encode([CompletionChoice(self.echo, i, None, None)]) for i in range(self.n)]
+
+    def chunk(self, chunk: Any, finish_reason: str | None) -> bytes | None:
+        logprobs = None
+        if self.logprobs and chunk.logprobs:
+            logprobs = legacy_logprobs(chunk.logprobs, self.offsets[chunk.index])
+        self.offsets[chunk.index] += len(chunk.text)
+        if not chunk.text and finish_reason is None and logprobs is None:
+            return None
+        return self._encode([CompletionChoice(chunk.text, chunk.index, logprobs, finish_reason)])
+
+    def finish(self, index: int) -> bytes:
+        return self._encode([CompletionChoice("", index, None, "stop")])
+
+    def usage(self, usage: Usage) -> bytes:
+        return self._encode([], usage)
+
+
+@post(
+    "/completions",
+    status_code=200,
+    operation_id="createCompletion",
+    summary="Create a text completion (legacy endpoint: raw prompt, no chat template).",
+    tags=["Completions"],
+)
+async def completions(request: Request, registry: Registry, slots: Slots, metrics: Metrics) -> Response:
+    started = time.perf_counter()
+    req: CompletionRequest = decode(await request.body(), CompletionRequest)
+    model_id, model = registry.chat_model(req.model)
+    prompt = prompt_text(req.prompt)
+    if req.suffix:
+        raise invalid("'suffix' is not supported by this server.", param="suffix")
+    if req.best_of not in (None, 0, 1) and req.best_of != (req.n or 1):
+        raise invalid("'best_of' is not supported (use n).", param="best_of")
+    if req.echo and req.logprobs is not None:
+        raise invalid("'echo' with 'logprobs' is not supported (no prompt logprobs).", param="logprobs")
+    opts = options(
+        req,
+        max_tokens=DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens,
+        logprobs=req.logprobs is not None,
+        top_logprobs=req.logprobs or 0,
+    )
+    echo = prompt if req.echo else ""
+    slot = slots.acquire()
+    if req.stream:
+        first, iterator = await open_stream(lambda cancel: model.stream(prompt, opts, cancel=cancel), slot)
+        body = event_stream(
+            CompletionFormat(model_id, opts.n, echo, opts.logprobs),
+            first,
+            iterator,
+            slot,
+            n=opts.n,
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            on_first_token=lambda: metrics.first_token(model_id, time.perf_counter() - started),
+            on_usage=lambda u: metrics.tokens(model_id, u.prompt_tokens, u.completion_tokens),
+        )
+        return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS, status_code=200)
+    try:
+        result = await anyio.to_thread.run_sync(model.complete, prompt, opts)
+    finally:
+        slot.release()
+    usage = Usage(
+        result.usage.prompt_tokens,
+        result.usage.completion_tokens,
+        result.usage.prompt_tokens + result.usage.completion_tokens,
+    )
+    metrics.tokens(model_id, usage.prompt_tokens, usage.completion_tokens)
+    choices = [
+        CompletionChoice(
+            text=echo + c.text,
+            index=c.index,
+            logprobs=legacy_logprobs(c.logprobs, len(echo)) if opts.logprobs else None,
+            finish_reason=c.finish_reason,
+        )
+        for c in result.choices
+    ]
+    body = Completion(new_id("cmpl"), "text_completion", now(), model_id, FINGERPRINT, choices, usage)
+    return Response(ENCODER.encode(body), media_type="application/json", status_code=200)
