@@ -1,0 +1,210 @@
+"""``onnxg check``: will this folder load and serve? Each check is one line, with a hint.
+
+Detects the kind of model (an onnxruntime-genai chat model, an embedding model, or an
+end-to-end string-input model) and verifies what makes it servable, without trusting the
+runtime to explain itself later: configuration, files (external weights included, with
+their sizes), tokenizer (a faithful encode/decode round trip through the same tokenizer the
+runtime uses), chat template, limits, special tokens, graph inputs/outputs, operators and
+custom ops. ``run=True`` adds a smoke run (one generated token, one embedding).
+
+A check never raises on a broken folder: every problem becomes a failed item.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxg.convert import onnxproto
+
+SAMPLE_TEXT = "Hello, world! The capital of France is Paris.\nSecond line: 42 cafés, naïve façade, 東京."
+SAMPLE_CONVERSATION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And of Italy?"},
+]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+EXTENSIONS_DOMAIN = "ai.onnx.contrib"
+ORT_DOMAINS = {"", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental", "ai.onnx.training"}
+
+
+@dataclass
+class CheckItem:
+    name: str
+    ok: bool
+    detail: str
+    hint: str | None = None
+
+
+@dataclass
+class Report:
+    path: Path
+    kind: str  # "chat" | "embedding" | "e2e" | "tensor" (numeric inputs) | "unknown"
+    items: list[CheckItem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.items) and all(item.ok for item in self.items)
+
+    @property
+    def failures(self) -> list[CheckItem]:
+        return [item for item in self.items if not item.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "ok": self.ok,
+            "checks": [
+                {"name": i.name, "ok": i.ok, "detail": i.detail, "hint": i.hint} for i in self.items
+            ],
+        }
+
+
+class _Stop(Exception):
+    """Later checks depend on one that failed: stop this section."""
+
+
+class _Checks:
+    def __init__(self, report: Report) -> None:
+        self.report = report
+
+    def add(self, name: str, ok: bool, detail: str, hint: str | None = None) -> bool:
+        self.report.items.append(CheckItem(name, ok, detail, None if ok and not hint else hint))
+        return ok
+
+    def require(self, name: str, ok: bool, detail: str, hint: str | None = None) -> None:
+        if not self.add(name, ok, detail, hint):
+            raise _Stop
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    # C++ texts from onnxruntime carry a "[ONNXRuntimeError] : 1 : FAIL : " prefix: keep the meaning.
+    for marker in ("FAIL : ", "INVALID_ARGUMENT : ", "NO_SUCHFILE : ", "INVALID_GRAPH : ", "NOT_IMPLEMENTED : "):
+        if marker in first:
+            first = first.split(marker, 1)[1]
+    return first[:300]
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1024
+        if value < 1024 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+# ---------------------------------------------------------------------------- kind detection
+def _onnx_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.onnx") if p.is_file())
+
+
+def _main_onnx(folder: Path) -> Path | None:
+    for name in ("model.onnx", "model_quantized.onnx"):
+        if (folder / name).is_file():
+            return folder / name
+    files = _onnx_files(folder)
+    return files[0] if len(files) == 1 else None
+
+
+def detect_kind(folder: Path) -> str:
+    """"chat" | "embedding" | "e2e" | "tensor" | "unknown", from the files (and graph inputs) present."""
+    if (folder / "genai_config.json").is_file():
+        return "chat"
+    for path in _onnx_files(folder):
+        try:
+            info = onnxproto.read(path)
+        except (OSError, onnxproto.ProtoError):
+            continue
+        names = [i.name for i in info.inputs]
+        if any(n.startswith("past_key_values") for n in names):
+            return "chat"
+        if any(i.elem_type == "string" for i in info.inputs):
+            return "e2e"
+        from onnxg.convert.check_onnx import is_tensor_model
+
+        return "tensor" if is_tensor_model(folder, info) else "embedding"
+    return "unknown"
+
+
+def check(folder: Path, *, run: bool = False) -> Report:
+    """Check ``folder``; ``run`` adds a smoke run. Never raises for a broken model folder."""
+    folder = Path(folder)
+    report = Report(path=folder, kind="unknown")
+    checks = _Checks(report)
+    if not folder.is_dir():
+        checks.add("folder", False, f"{folder} is not a folder", "pass the folder that holds the model")
+        return report
+    report.kind = detect_kind(folder)
+    from onnxg.convert import check_chat, check_onnx
+
+    sections: dict[str, Callable[[_Checks, Path, bool], None]] = {
+        "chat": check_chat.check_chat,
+        "embedding": check_onnx.check_embedding,
+        "e2e": check_onnx.check_e2e,
+        "tensor": check_onnx.check_tensor,
+    }
+    section = sections.get(report.kind)
+    if section is None:
+        checks.add(
+            "model files", False, "no genai_config.json and no .onnx file here",
+            "this is not a converted model: convert it with `onnxg convert SOURCE` or pull one with `onnxg pull`",
+        )
+        return report
+    try:
+        section(checks, folder, run)
+    except _Stop:
+        pass
+    except Exception as exc:  # noqa: BLE001 - last resort: a check must report, not crash
+        if os.environ.get("ONNXG_DEBUG", "") not in ("", "0"):
+            raise
+        checks.add("checker", False, f"unexpected error: {type(exc).__name__}: {_short(exc)}",
+                   "a bug in the checker: rerun with ONNXG_DEBUG=1 to see the traceback, and report it")
+    _check_provenance(checks, folder)
+    return report
+
+
+def _check_provenance(checks: _Checks, folder: Path) -> None:
+    """onnxg.json (written by convert/pull): the files it lists are present with their sizes."""
+    path = folder / "onnxg.json"
+    if not path.is_file():
+        return
+    try:
+        data = _load_json(path)
+    except (OSError, ValueError) as exc:
+        checks.add("onnxg.json", False, f"cannot be read: {_short(exc)}", "reconvert, or delete onnxg.json")
+        return
+    files = data.get("files") if isinstance(data, dict) else None
+    entries: list[tuple[str, int | None]] = []
+    if isinstance(files, dict):
+        entries = [(k, (v or {}).get("size") if isinstance(v, dict) else None) for k, v in files.items()]
+    elif isinstance(files, list):
+        entries = [(f.get("path") or f.get("name"), f.get("size")) for f in files if isinstance(f, dict)]
+    bad = []
+    for name, size in entries:
+        if not name or name == "onnxg.json":
+            continue
+        target = folder / name
+        if not target.is_file():
+            bad.append(f"{name} missing")
+        elif isinstance(size, int) and target.stat().st_size != size:
+            bad.append(f"{name} is {target.stat().st_size} bytes, recorded {size}")
+    if bad:
+        checks.add("provenance", False, "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else ""),
+                   "files changed since conversion: reconvert or re-pull the model")
+    else:
+        checks.add("provenance", True, f"{len(entries)} files match onnxg.json")
