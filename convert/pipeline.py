@@ -1,0 +1,428 @@
+"""``onnxg convert``: from a source (repo id, folder, GGUF, SavedModel, recipe) to a model folder.
+
+The pipeline resolves the source (downloading a repo id into ``ONNXG_HOME/cache``), detects
+the task, runs the backend (genai builder, optimum, tf2onnx) into a temporary folder next to
+the output, writes ``onnxg.json`` (provenance), runs the checker and only then renames the
+folder into place. A conversion killed halfway leaves only a hidden ``.<name>.onnxg-partial-*``
+folder, which the next conversion to the same output removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxg.runtime import home
+from onnxg.runtime.errors import ConversionError, InvalidRequest, OnnxgError
+
+TASKS = ("auto", "chat", "embed")
+PRECISIONS = ("int4", "int8", "fp16", "fp32")
+EPS = ("cpu", "cuda", "dml", "webgpu")
+PARTIAL = ".onnxg-partial-"
+_REPO_ID = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(/[^\s]+)?$")
+# config.json architectures that generate text (chat); anything else with a config is an encoder.
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+_ENCODER_TYPES = {
+    "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta", "deberta-v2",
+    "albert", "camembert", "nomic_bert", "modernbert", "new", "e5", "xlm", "ernie", "t5", "mt5",
+}
+# Weights onnxg never needs from a repo (other frameworks' copies, ready ONNX exports).
+_IGNORE = ["*.msgpack", "*.h5", "*.ot", "*.tflite", "flax_model*", "tf_model*", "rust_model*",
+           "onnx/*", "openvino/*", "coreml/*", "*.onnx", "*.onnx_data", "*.gguf"]
+
+
+@dataclass
+class Source:
+    """What SOURCE turned out to be, once local."""
+
+    ref: str                      # what the user typed
+    kind: str                     # "hf" | "gguf" | "tf"
+    path: Path                    # local folder or file
+    name: str                     # base of the default output name
+    repo: str | None = None
+    subfolder: str | None = None  # the folder inside the repo (owner/name/sub/folder)
+    revision: str | None = None   # the commit a repo id resolved to
+    recipe: Any = None            # onnxg.convert.recipes.Recipe when SOURCE named one
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def convert(
+    source: str,
+    *,
+    output: Path | None = None,
+    task: str = "auto",
+    precision: str | None = None,
+    ep: str = "cpu",
+    extra: dict[str, str] | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    force: bool = False,
+    log: Path | None = None,
+) -> Path:
+    """Convert ``source`` and return the finished model folder (see the module docstring)."""
+    step = progress or (lambda text: None)
+    if task not in TASKS:
+        raise InvalidRequest(f"unknown task {task!r}", f"use one of: {', '.join(TASKS)}", param="task")
+    if precision is not None and precision not in PRECISIONS:
+        raise InvalidRequest(f"unknown precision {precision!r}", f"use one of: {', '.join(PRECISIONS)}",
+                             param="precision")
+    if ep not in EPS:
+        raise InvalidRequest(f"unknown execution provider {ep!r}", f"use one of: {', '.join(EPS)}", param="ep")
+
+    step("resolve source")
+    src = resolve_source(source, revision=revision, progress=step)
+    recipe = src.recipe
+    if recipe is not None:
+        task, precision, ep, extra, trust_remote_code = recipe_options(
+            recipe, task, precision, ep, extra, trust_remote_code)
+    kind = detect_task(src) if task == "auto" else task
+    if src.kind == "tf":
+        kind = "tf"
+    precision = precision or default_precision(kind)
+    output = Path(output).expanduser().resolve() if output else home.models_dir() / f"{src.name}-{precision}-{ep}"
+    log = log or default_log(output.name)
+    home.ensure(log.parent)
+    _log(log, f"onnxg convert {source}: task={kind} precision={precision} ep={ep} extra={extra or {}}")
+
+    home.ensure(output.parent)
+    with _output_lock(output):
+        if output.exists() and not force:
+            raise ConversionError(f"{output} already exists",
+                                  "pass --force to replace it, or -o to write somewhere else")
+        _remove_partials(output)
+        root = output.parent / f".{output.name}{PARTIAL}{os.getpid()}"
+        root.mkdir()
+        try:
+            work = root / "model"
+            work.mkdir()
+            provenance = backend(kind).convert(
+                src.path, work, precision=precision, ep=ep, extra=dict(extra or {}),
+                trust_remote_code=trust_remote_code, log=log, progress=step,
+            )
+            if recipe is not None and recipe.chat_template and kind == "chat":
+                install_chat_template(work, recipe.chat_template)
+            step("write onnxg.json")
+            write_provenance(work, src, kind, precision, ep, extra or {}, trust_remote_code, provenance)
+            run_check(work, log, step, smoke=ep == "cpu")
+            step("move into place")
+            if output.exists():
+                output.rename(root / "replaced")
+            work.rename(output)
+        except OnnxgError as exc:
+            exc.hint = exc.hint or f"the converter's log: {log}"
+            raise
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    _log(log, f"done: {output}")
+    return output
+
+
+def recipe_options(recipe: Any, task: str, precision: str | None, ep: str, extra: dict[str, str] | None,
+                   trust_remote_code: bool) -> tuple[str, str | None, str, dict[str, str], bool]:
+    """A recipe's defaults under what the user asked for (the user's options win)."""
+    if task == "auto":
+        task = "embed" if recipe.task == "e2e" else recipe.task
+    return (
+        task,
+        precision or recipe.precision,
+        ep if ep != "cpu" else recipe.ep,
+        {**recipe.builder_options, **(extra or {})},
+        trust_remote_code or bool(getattr(recipe, "trust_remote_code", False)),
+    )
+
+
+# -- the source ------------------------------------------------------------------------
+
+def resolve_source(ref: str, *, revision: str | None = None,
+                   progress: Callable[[str], None] | None = None) -> Source:
+    """Turn SOURCE into a local path: a folder, a .gguf file, a recipe, or a repo id."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _local(ref, path.resolve())
+    recipe = _recipe(ref)
+    if recipe is not None:
+        if recipe.status != "ok":
+            raise ConversionError(f"recipe {recipe.name} is marked incompatible: {recipe.reason}",
+                                  "see `onnxg convert --list` for the models that convert")
+        if not recipe.source_is_hub and not Path(recipe.source).expanduser().exists():
+            raise ConversionError(f"recipe {recipe.name} comes from {recipe.source}, which onnxg cannot download",
+                                  "download it by hand and pass the local folder")
+        src = resolve_source(recipe.source, revision=revision or recipe.revision, progress=progress)
+        src.ref, src.name, src.recipe = ref, recipe.name, recipe
+        return src
+    match = _REPO_ID.match(ref)
+    if match:
+        return _download(match.group(1), revision, progress, subfolder=(match.group(2) or "").strip("/"))
+    raise ConversionError(
+        f"{ref!r} is not a file, a folder, a recipe or a Hugging Face repo id",
+        "pass a model folder, a .gguf file, owner/name, or a recipe name (`onnxg convert --list`)",
+    )
+
+
+def _local(ref: str, path: Path) -> Source:
+    base = path.stem if path.is_file() else path.name
+    if path.is_dir() and (base == "saved_model" or base.isdigit()):  # TF layouts: name the parent
+        base = path.parent.name
+    name = _safe_name(base)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return Source(ref, "gguf", path, name)
+        raise ConversionError(f"{path} is a file onnxg cannot convert",
+                              "pass a Hugging Face model folder, a .gguf file or a TF SavedModel folder")
+    if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+        return Source(ref, "tf", path, name)
+    if (path / "config.json").is_file() or (path / "modules.json").is_file():
+        return Source(ref, "hf", path, name)
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return Source(ref, "gguf", ggufs[0], _safe_name(ggufs[0].stem))
+    raise ConversionError(f"{path} holds no model onnxg knows (no config.json, saved_model.pb or .gguf)",
+                          "pass a Hugging Face model folder, a .gguf file or a TF SavedModel folder")
+
+
+def _recipe(name: str) -> Any:
+    """The recipe called ``name``, or None (also when the recipes module is not there)."""
+    if "/" in name or importlib.util.find_spec("onnxg.convert.recipes") is None:
+        return None
+    from onnxg.convert import recipes
+
+    return recipes.get(name)
+
+
+def _download(repo: str, revision: str | None, progress: Callable[[str], None] | None,
+              subfolder: str = "") -> Source:
+    """snapshot_download into ONNXG_HOME/cache (HF_TOKEN and HF_HUB_OFFLINE honoured).
+
+    ``owner/name/sub/folder`` converts the model in that folder of the repo.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if progress:
+        progress(f"download {repo}" + (f"@{revision}" if revision else ""))
+    token = os.environ.get("HF_TOKEN") or None
+    try:
+        folder = Path(snapshot_download(
+            repo, revision=revision, cache_dir=str(home.ensure(home.cache_dir() / "hub")), token=token,
+            ignore_patterns=_ignore_patterns(repo, revision, token),
+        ))
+    except GatedRepoError:
+        raise ConversionError(f"{repo} is gated", "accept its licence on huggingface.co and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ConversionError(f"no repository {repo} on the Hugging Face hub (or it is private)",
+                              "check the id, or set HF_TOKEN for a private repo") from None
+    except RevisionNotFoundError:
+        raise ConversionError(f"{repo} has no revision {revision!r}", "check --revision") from None
+    except LocalEntryNotFoundError:
+        raise ConversionError(f"cannot download {repo}: offline and not in the cache",
+                              "connect to the network (and unset HF_HUB_OFFLINE), or pass a local folder") from None
+    except OSError as exc:
+        raise ConversionError(f"cannot download {repo}: {exc}".splitlines()[0][:300],
+                              "check the network, or pass a local folder") from None
+    commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision
+    if subfolder:
+        folder = folder / subfolder
+        if not folder.exists():
+            raise ConversionError(f"{repo} has no folder {subfolder!r}", "check the path after owner/name")
+    src = _local(repo, folder)
+    src.ref = f"{repo}/{subfolder}" if subfolder else repo
+    src.repo, src.name, src.revision = repo, _safe_name(repo.split("/")[-1]), commit
+    src.subfolder = subfolder or None
+    return src
+
+
+def _ignore_patterns(repo: str, revision: str | None, token: str | None) -> list[str]:
+    """Skip other frameworks' weights, and .bin copies when safetensors exist."""
+    patterns = list(_IGNORE)
+    if os.environ.get("HF_HUB_OFFLINE", "") in ("", "0"):
+        try:
+            from huggingface_hub import HfApi
+
+            files = HfApi().list_repo_files(repo, revision=revision, token=token)
+        except Exception:  # the download itself reports what went wrong
+            return patterns
+        if any(name.endswith(".safetensors") for name in files):
+            patterns += ["*.bin", "*.pt", "*.pth"]
+        if not any(name.endswith((".safetensors", ".bin", ".pt")) or name == "config.json" for name in files):
+            patterns.remove("*.gguf")  # a GGUF-only repo: the GGUF is the model
+    return patterns
+
+
+def _safe_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return name or "model"
+
+
+# -- task and backend ------------------------------------------------------------------
+
+def detect_task(src: Source) -> str:
+    """"chat" or "embed" from what the folder holds (the config's architecture)."""
+    if src.kind == "gguf":
+        return "chat"
+    if src.kind == "tf":
+        return "tf"
+    folder = src.path
+    if (folder / "modules.json").is_file() or (folder / "config_sentence_transformers.json").is_file():
+        return "embed"
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConversionError(f"cannot read {folder / 'config.json'}: {exc}",
+                              "pass --task chat or --task embed") from None
+    architectures = config.get("architectures") or []
+    if any(arch.endswith(_CAUSAL_SUFFIXES) for arch in architectures):
+        return "chat"
+    if config.get("model_type") in _ENCODER_TYPES or any(
+        arch.endswith(("Model", "ForMaskedLM", "ForSequenceClassification")) for arch in architectures
+    ):
+        return "embed"
+    raise ConversionError(
+        f"cannot tell whether {folder.name} is a chat or an embedding model "
+        f"(architectures: {architectures or 'none'}, model_type: {config.get('model_type')})",
+        "pass --task chat or --task embed",
+    )
+
+
+def default_precision(task: str) -> str:
+    return "int4" if task == "chat" else "fp32"
+
+
+def backend(task: str) -> Any:
+    """The backend module for a task: genai (chat), optimum (embed), tf (SavedModel)."""
+    module = {"chat": "genai", "embed": "optimum", "tf": "tf"}[task]
+    name = f"onnxg.convert.{module}"
+    if importlib.util.find_spec(name) is None:
+        raise ConversionError(f"this onnxg has no {module} converter (needed for {task} models)",
+                              "install onnxg with the convert extra: pip install 'onnxg[convert]'")
+    return importlib.import_module(name)
+
+
+# -- the output ------------------------------------------------------------------------
+
+def default_log(name: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return home.logs_dir() / f"convert-{name}-{stamp}-{os.getpid()}.log"
+
+
+def _log(log: Path, line: str) -> None:
+    home.ensure(log.parent)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"[onnxg {dt.datetime.now().isoformat(timespec='seconds')}] {line}\n")
+
+
+@contextlib.contextmanager
+def _output_lock(output: Path) -> Iterator[None]:
+    """One conversion per output at a time; the lock dies with its process (even SIGKILL)."""
+    lock_path = output.parent / f".{output.name}.onnxg-lock"
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConversionError(f"another conversion is writing {output}",
+                                  "wait for it to finish, or pass -o to write somewhere else") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            lock_path.unlink(missing_ok=True)
+
+
+def _remove_partials(output: Path) -> None:
+    """Leftovers of killed conversions to ``output`` (we hold its lock, so none is running)."""
+    for stale in output.parent.glob(f".{output.name}{PARTIAL}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def install_chat_template(folder: Path, template: str) -> None:
+    """Put a (recipe's fixed) chat template where every reader looks."""
+    (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config["chat_template"] = template
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_provenance(folder: Path, src: Source, task: str, precision: str, ep: str, extra: dict[str, str],
+                     trust_remote_code: bool, fields: dict[str, Any]) -> dict[str, Any]:
+    """``onnxg.json``: where the model came from, how it was made, and every file's sha256."""
+    from onnxg import __version__
+
+    files = [
+        {"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "onnxg.json"
+    ]
+    data = {
+        "onnxg": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {
+            "ref": src.ref, "kind": src.kind, "repo": src.repo, "subfolder": src.subfolder, "revision": src.revision,
+            "path": None if src.repo else str(src.path),
+            "recipe": src.recipe.name if src.recipe is not None else None,
+        },
+        "task": "embed" if task == "tf" else task,
+        "precision": precision,
+        "ep": ep,
+        "extra": dict(extra),
+        "trust_remote_code": trust_remote_code,
+        **fields,
+        "files": files,
+    }
+    (folder / "onnxg.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    return data
+
+
+def run_check(folder: Path, log: Path, progress: Callable[[str], None], *, smoke: bool = True) -> None:
+    """The checker on the finished folder, when this onnxg has one.
+
+    ``smoke`` adds its one-token / one-vector run; a model made for another EP (cuda, dml,
+    webgpu) is not run here, since this machine's runtime may not have that provider.
+    """
+    if importlib.util.find_spec("onnxg.convert.check") is None:
+        return
+    from onnxg.convert import check
+
+    progress("check" if smoke else "check (no smoke run: the model targets another EP)")
+    try:
+        report = check.check(folder, run=smoke)
+    except OnnxgError as exc:
+        raise ConversionError(f"the converted model failed its check: {exc.message}", exc.hint) from None
+    failed = [item for item in report.items if not item.ok]
+    for item in report.items:
+        _log(log, f"check {'ok  ' if item.ok else 'FAIL'} {item.name}: {item.detail}")
+    if not failed:
+        from onnxg.runtime import store
+
+        if hasattr(store, "record_check"):  # `onnxg models` shows the cached result
+            store.record_check(folder, report)
+    if failed:
+        first = failed[0]
+        raise ConversionError(
+            f"the converted model failed its check: {first.name}: {first.detail}",
+            first.hint or f"the converter's log: {log}",
+        )
