@@ -7,6 +7,8 @@ the builder and puts the tokenizer files and chat template next to the model.
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -80,7 +82,8 @@ def convert(
                 "precision": precision,
                 "ep": ep,
                 "cache_dir": str(scratch / "builder-cache"),
-                "extra": dict(extra),
+                "extra": {k: v for k, v in extra.items() if k != "_config_overrides"},
+                "config_overrides": json.loads(extra.get("_config_overrides", "{}")),
                 "trust_remote_code": trust_remote_code,
             },
             log,
@@ -93,6 +96,8 @@ def convert(
         architecture=built.get("architecture"),
         model_type=built.get("model_type"),
     )
+    if built.get("config_overrides"):
+        provenance["config_overrides"] = built["config_overrides"]
     return provenance
 
 

@@ -130,6 +130,10 @@ def convert(
     return output
 
 
+# Reserved --extra key: attributes set on the HF config before the genai builder runs.
+CONFIG_OVERRIDES = "_config_overrides"
+
+
 def recipe_options(recipe: Any, task: str, precision: str | None, ep: str, extra: dict[str, str] | None,
                    trust_remote_code: bool) -> tuple[str, str | None, str, dict[str, str], bool]:
     """A recipe's defaults under what the user asked for (the user's options win)."""
@@ -139,9 +143,15 @@ def recipe_options(recipe: Any, task: str, precision: str | None, ep: str, extra
         task,
         precision or recipe.precision,
         ep if ep != "cpu" else recipe.ep,
-        {**recipe.builder_options, **(extra or {})},
+        {**recipe.builder_options, **_overrides(recipe), **(extra or {})},
         trust_remote_code or bool(getattr(recipe, "trust_remote_code", False)),
     )
+
+
+def _overrides(recipe: Any) -> dict[str, str]:
+    """A recipe's ``config_overrides`` travel to the genai backend as one reserved extra."""
+    overrides = getattr(recipe, "config_overrides", None)
+    return {CONFIG_OVERRIDES: json.dumps(overrides)} if overrides else {}
 
 
 # -- the source ------------------------------------------------------------------------

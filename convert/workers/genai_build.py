@@ -89,6 +89,7 @@ def build(
     cache_dir: str,
     extra: dict[str, str] | None = None,
     trust_remote_code: bool = False,
+    config_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     exit_with_parent()
     from onnxruntime_genai.models import builder
@@ -102,11 +103,17 @@ def build(
     ]
     if pairs:
         command += ["--extra_options", *pairs]
+
     print("$ " + " ".join(command), flush=True)
     config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     architecture = (config.get("architectures") or ["(none)"])[0]
     if hasattr(builder, "parse_extra_options"):  # 0.18: it also loads the HF config
         options = builder.parse_extra_options(None, str(src), str(out), precision, builder_ep, cache_dir, pairs)
+        if config_overrides:  # a recipe's fixes to the HF config (e.g. Gemma 3's rope settings)
+            hf_config = options["hf_details"]["hf_config"]
+            for key, value in config_overrides.items():
+                setattr(hf_config, key, value)
+            print(f"config overrides: {json.dumps(config_overrides)}", flush=True)
     else:  # older builders take the plain dict and check it themselves
         options = dict(pair.split("=", 1) for pair in pairs)
     try:
@@ -123,6 +130,7 @@ def build(
         "model_type": genai_config.get("model", {}).get("type"),
         "architecture": architecture,
         "processing": processing,
+        "config_overrides": config_overrides or {},
     }
 
 
