@@ -8,18 +8,18 @@ __version__ = "0.1.0"
 
 # The Python API, imported on first use so that `import onnxg` (and `onnxg --help`) stay light.
 _LAZY = {
-    "Server": "onnxg.runtime.host",
-    "DownloadProgress": "onnxg.runtime.host",
-    "chat": "onnxg.runtime.api",
-    "embed": "onnxg.runtime.api",
+    "Server": "onnxg.host",
+    "DownloadProgress": "onnxg.host",
+    "chat": "onnxg.api",
+    "embed": "onnxg.api",
     "OnnxgError": "onnxg.runtime.errors",
 }
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from onnxg.runtime.api import chat, embed
+    from onnxg.api import chat, embed
     from onnxg.runtime.errors import OnnxgError
-    from onnxg.runtime.host import DownloadProgress, Server
+    from onnxg.host import DownloadProgress, Server
 
 
 def __getattr__(name: str) -> Any:

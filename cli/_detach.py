@@ -44,7 +44,7 @@ def detach(
 
     wanted = daemon.normalize_models(models)
     if port == 0:  # any free port: the record and the URL need the real one
-        from onnxg.runtime.host import free_port
+        from onnxg.runtime.daemon import free_port
 
         port = free_port(host)
     with daemon.port_lock(port):

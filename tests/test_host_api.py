@@ -60,10 +60,10 @@ class Events:
 def test_import_onnxg_stays_light() -> None:
     code = (
         "import sys, onnxg\n"
-        "heavy = [m for m in ('onnxg.runtime.host', 'onnxg.runtime.api', 'onnxruntime', 'numpy')"
+        "heavy = [m for m in ('onnxg.host', 'onnxg.api', 'onnxruntime', 'numpy')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
-        "assert onnxg.Server.__module__ == 'onnxg.runtime.host'\n"
+        "assert onnxg.Server.__module__ == 'onnxg.host'\n"
         "assert callable(onnxg.chat) and callable(onnxg.embed)\n"
         "assert 'Server' in dir(onnxg)\n"
         "try:\n    onnxg.nope\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit('no error')\n"
@@ -198,7 +198,7 @@ def test_start_without_waiting_reports_through_events(tiny_chat_model, free_port
 
 
 def test_chat_helper_answers_in_process(tiny_chat_model) -> None:
-    from onnxg.runtime import api
+    from onnxg import api
 
     text = onnxg.chat("Hello", model=tiny_chat_model, max_tokens=6, temperature=0)
     assert isinstance(text, str)

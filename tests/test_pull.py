@@ -17,7 +17,7 @@ import pytest
 from hubkit import FakeHub
 from onnxg.runtime import store
 from onnxg.runtime.errors import ModelNotFound
-from onnxg.runtime.pull import PullRef, RemoteFile, default_name, parse_ref, select_files
+from onnxg.convert.pull import PullRef, RemoteFile, default_name, parse_ref, select_files
 
 SUB = "cpu_and_mobile/cpu-int4"
 BIG = "model.onnx.data"
@@ -179,7 +179,7 @@ def live(hub, monkeypatch):
 
 
 def test_other_hub_errors_have_hints(live, repo_files):
-    from onnxg.runtime import pull as p
+    from onnxg.convert import pull as p
 
     live.add_repo("org/tiny-onnx", repo_files)
     live.add_repo("org/gated-onnx", repo_files, gated=True)
@@ -220,7 +220,7 @@ def test_offline_uses_the_model_in_the_store(hub, repo_files, onnxg_home, free_p
     assert r.returncode == 0, r.stderr
     assert "cannot reach the hub" in r.stderr
     # A model that is not there cannot be used offline: an error with the way out.
-    from onnxg.runtime import pull as p
+    from onnxg.convert import pull as p
 
     with pytest.raises(p.HubUnreachable, match="offline mode is on") as info:
         p.pull("org/other-onnx")  # this test session is offline (conftest)
@@ -267,7 +267,7 @@ def test_progress_events_in_process(hub, repo_files, monkeypatch):
     """The events a host program gets (onnxg.Server's download callbacks use them)."""
     from huggingface_hub import constants
 
-    from onnxg.runtime.pull import PullProgress, pull
+    from onnxg.convert.pull import PullProgress, pull
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from onnxg.runtime.errors import InvalidRequest, ModelNotFound
+from onnxg.runtime.errors import InvalidRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,16 +26,11 @@ _models: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Any] = {}
 
 
 def _resolve(ref: str | Path | None, kind: Literal["chat", "embedding"]) -> Path:
-    from onnxg.runtime import store
+    from onnxg.convert import defaults
 
     if ref is not None:
-        return Path(store.resolve(ref))
-    default_model = getattr(store, "default_model", None)
-    if default_model is None:
-        raise ModelNotFound(
-            f"no default {kind} model is available", hint="pass model= a store name or a model folder"
-        )
-    return Path(default_model(kind))
+        return Path(defaults.resolve(ref))
+    return Path(defaults.default_model(kind))
 
 
 def load_chat(model: str | Path | None = None, **load_options: Any) -> ChatModel:

@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxg.runtime import home, hub, store
-from onnxg.runtime.errors import InvalidRequest, ModelNotFound, OnnxgError
-from onnxg.runtime.hub import (  # noqa: F401 - re-exported: the errors a pull raises
+from onnxg.convert import hub
+from onnxg.convert.hub import (  # noqa: F401 - re-exported: the errors a pull raises
     AuthRequired,
     DiskFull,
     HubError,
@@ -45,6 +44,8 @@ from onnxg.runtime.hub import (  # noqa: F401 - re-exported: the errors a pull r
     parse_ref,
     select_files,
 )
+from onnxg.runtime import home, store
+from onnxg.runtime.errors import InvalidRequest, ModelNotFound, OnnxgError
 
 _CHUNK = 1 << 20
 

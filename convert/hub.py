@@ -212,7 +212,7 @@ def prebuilt(ref: str) -> str | None:
     if "/" in ref or not store.is_store_name(ref):
         return None
     try:
-        from onnxg.convert import recipes  # optional here: pull works without recipes
+        from onnxg.convert import recipes
     except ImportError:
         return None
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -29,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from onnxg.runtime import daemon
+from onnxg.runtime.daemon import free_port
 from onnxg.runtime.errors import OnnxgError
 
 log = logging.getLogger("onnxg.host")
@@ -301,22 +301,14 @@ class Server:
             return [Path(p).name for p in paths]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now."""
-    target = daemon.connect_host(host)
-    family = socket.AF_INET6 if ":" in target else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((target, 0))
-        return int(sock.getsockname()[1])
 
 
 def prepare_models(refs: Sequence[str], emit: OnDownload) -> list[Path]:
     """Model folders for ``refs``, downloading or converting what is missing, with progress.
 
-    No refs: the default models (chat and embedding), when the store provides them; an
-    empty list otherwise (the server then applies its own defaults).
+    No refs: the default models (chat and embedding), built on first use.
     """
-    from onnxg.runtime import store
+    from onnxg.convert import defaults
 
     def progress_for(name: str) -> Callable[..., None]:
         def report(step: object = "", completed: float | None = None, total: float | None = None) -> None:
@@ -325,29 +317,16 @@ def prepare_models(refs: Sequence[str], emit: OnDownload) -> list[Path]:
         return report
 
     if not refs:
-        default_model = getattr(store, "default_model", None)
-        if default_model is None:
-            return []
         paths = []
         for kind in ("chat", "embedding"):
-            path = _call_with_progress(default_model, kind, progress_for(kind))
+            path = defaults.default_model(kind, progress=progress_for(kind))
             emit(DownloadProgress(kind, "ready", done=True))
             paths.append(Path(path))
         return paths
     paths = []
     for ref in refs:
-        path = _call_with_progress(store.resolve, ref, progress_for(ref))
+        path = defaults.resolve(ref, progress=progress_for(ref))
         emit(DownloadProgress(ref, "ready", done=True))
         paths.append(Path(path))
     return paths
 
-
-def _call_with_progress(fn: Callable[..., Path], arg: str, progress: Callable[..., None]) -> Path:
-    """``fn(arg, progress=...)`` when ``fn`` takes a progress callback, else ``fn(arg)``."""
-    import inspect
-
-    try:
-        takes = "progress" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        takes = False
-    return fn(arg, progress=progress) if takes else fn(arg)
