@@ -86,15 +86,13 @@ def chat(
 
 
 def _model_ref(model: str | None) -> str | Path:
-    if model:
-        return model
-    from onnxg.runtime import store
-    from onnxg.runtime.errors import ModelNotFound
+    """The model folder: a store name, a folder, a recipe (converted on first use) or the default."""
+    from onnxg.convert import defaults
 
-    default = getattr(store, "default_model", None)
-    if default is None:
-        raise ModelNotFound("no model given", hint="pass --model NAME_OR_FOLDER")
-    return default("chat", progress=lambda step: err.print(f"[dim]{step}[/dim]"))
+    def progress(step: str) -> None:
+        err.print(f"[dim]{step}[/dim]")
+
+    return defaults.resolve(model, progress) if model else defaults.default_model("chat", progress)
 
 
 def _stream_reply(llm: ChatModel, messages: list[Message], options: GenerationOptions, verbose: bool,

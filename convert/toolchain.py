@@ -159,18 +159,17 @@ def ensure(name: str, progress: Callable[[str], None] | None = None) -> Resolved
             return Resolved(tc, _venv_python(path), json.loads(marker.read_text())["versions"], shared=False)
         if path.exists():
             shutil.rmtree(path)  # an interrupted install
-        if progress:
-            progress(f"creating the {tc.name} toolchain (first use only): {path}")
         log = home.ensure(home.logs_dir()) / f"toolchain-{tc.name}.log"
+        if progress:
+            progress(f"creating the {tc.name} toolchain (first use only, a few minutes): {path}; pip's log: {log}")
         try:
             venv.EnvBuilder(with_pip=True, clear=True).create(path)
-            with open(log, "w") as out:
-                cmd = [str(_venv_python(path)), "-m", "pip", "install", "--disable-pip-version-check",
-                       "--no-input", *tc.requirements]
-                done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            if done.returncode != 0:
+            cmd = [str(_venv_python(path)), "-m", "pip", "install", "--disable-pip-version-check",
+                   "--no-input", *tc.requirements]
+            returncode = _pip(cmd, log, tc.name, progress)
+            if returncode != 0:
                 raise ToolchainError(
-                    f"could not install the {tc.name} toolchain (pip exit {done.returncode})",
+                    f"could not install the {tc.name} toolchain (pip exit {returncode}): {_last_line(log)}",
                     f"see {log}",
                 )
             versions = _probe_versions(_venv_python(path), tc)
@@ -179,6 +178,34 @@ def ensure(name: str, progress: Callable[[str], None] | None = None) -> Resolved
             raise
         marker.write_text(json.dumps({"name": tc.name, "requirements": tc.requirements, "versions": versions}, indent=2))
         return Resolved(tc, _venv_python(path), versions, shared=False)
+
+
+def _pip(cmd: list[str], log: Path, name: str, progress: Callable[[str], None] | None) -> int:
+    """Run pip with its output in ``log``; report its two long phases, so a first use that
+    spends minutes here does not look hung."""
+    with open(log, "w") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                text=True, errors="replace", bufsize=1)
+        assert proc.stdout is not None
+        try:
+            resolving = False
+            for line in proc.stdout:
+                out.write(line)
+                if not progress:
+                    continue
+                if not resolving and line.startswith(("Collecting ", "Processing ")):
+                    resolving = True
+                    progress(f"{name} toolchain: resolving and downloading its packages")
+                elif line.startswith("Installing collected packages:"):
+                    packages = [p.strip() for p in line.split(":", 1)[1].split(",") if p.strip()]
+                    progress(f"{name} toolchain: installing {len(packages)} packages")
+            return proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C, an error above): pip must not outlive us
+                proc.kill()
+                proc.wait()
 
 
 def _probe_versions(python: Path, tc: Toolchain) -> dict[str, str]:
