@@ -12,9 +12,9 @@ import typer
 from onnxg.cli._common import JsonOpt, err, out
 from onnxg.runtime.errors import InvalidRequest
 
-HELP = """Convert a model to ONNX Runtime (chat: onnxruntime-genai builder; embed: optimum;
-TF SavedModel: tf2onnx). SOURCE is a Hugging Face repo id, a local folder, a .gguf file,
-a SavedModel folder, or a recipe name (see --list)."""
+HELP = """Convert a model to ONNX Runtime: chat models with onnxruntime-genai's builder, embedding models with optimum, TF SavedModels with tf2onnx.
+
+SOURCE is a Hugging Face repo id, a local folder, a .gguf file, a SavedModel folder, or a recipe name (see --list)."""
 
 
 class Steps:
