@@ -11,6 +11,7 @@ import pytest
 from modelkit import cache
 from modelkit.chat import smollm2_model, tiny_chat_model  # noqa: F401
 from modelkit.tf import tf_dense_savedmodel, tf_models, tf_text_savedmodel  # noqa: F401
+from modelkit.embed import minilm_int8_model, minilm_model, minilm_source, tiny_embed_model, tiny_embed_source  # noqa: F401
 
 # The converter toolchains are shared by every test session on this machine.
 os.environ.setdefault("ONNXG_TOOLCHAINS", str(cache.toolchains()))

@@ -1,0 +1,307 @@
+"""Sentence embeddings on ONNX Runtime + tokenizers (no torch, no transformers).
+
+A model folder holds ``model.onnx`` (fp32 or quantized, external data allowed), a
+tokenizer (``tokenizer.json`` or a SentencePiece ``tokenizer.model``) and, usually,
+sentence-transformers metadata saying how to pool. Inputs are tokenized together, sorted
+by length and cut into batches so that each batch pads as little as possible; the vectors
+come back in input order. Folders whose graph takes strings (end-to-end models) are
+handed to ``onnxg.runtime.e2e``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxg.runtime import graphinfo, store
+from onnxg.runtime import pooling as pool_lib
+from onnxg.runtime import tokenizer as tokenizers
+from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
+
+TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings", "hidden_states", "encoder_last_hidden_state")
+POOLED_OUTPUTS = ("sentence_embedding", "sentence_embeddings", "embeddings", "text_embeds")
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+DEFAULT_MAX_LENGTH = 512
+# models whose position table starts after the padding index (fairseq heritage)
+_POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "bart", "mbart")
+
+
+@dataclass
+class EmbeddingResult:
+    vectors: Any                # float32 [n, dim], or a list of [tokens, dim] (multi-vector)
+    token_counts: list[int]     # tokens used per input, after truncation
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+def find_onnx(folder: Path) -> Path:
+    """The model's ONNX file: ``model.onnx``, ``onnx/model.onnx``, or the only ``*.onnx``."""
+    for candidate in (folder / "model.onnx", folder / "onnx" / "model.onnx"):
+        if candidate.is_file():
+            return candidate
+    found = sorted(folder.glob("*.onnx"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ModelLoadError(f"{folder} holds several ONNX files ({', '.join(p.name for p in found)})",
+                             hint="name the one to use model.onnx")
+    raise ModelLoadError(f"no model.onnx in {folder}", hint="convert a model with `onnxg convert`")
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def position_limit(folder: Path) -> int | None:
+    """How many positions the model has (config.json), if it says."""
+    config = _json(folder / "config.json")
+    positions = config.get("max_position_embeddings") or config.get("n_positions")
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if config.get("model_type") in _POSITION_OFFSET_TYPES:
+        positions -= 2
+    return positions
+
+
+def model_max_length(folder: Path, st_max: int | None) -> int:
+    """sentence-transformers' max_seq_length, else the tokenizer's or the config's limit.
+
+    Never the truncation stored in ``tokenizer.json`` (all-MiniLM-L6-v2's says 128 while
+    the model is used at 256).
+    """
+    if st_max:
+        return st_max
+    configured = _json(folder / "tokenizer_config.json").get("model_max_length")
+    limit = position_limit(folder)
+    if isinstance(configured, int) and 0 < configured < 1_000_000:
+        return min(configured, limit) if limit else configured
+    return limit or DEFAULT_MAX_LENGTH
+
+
+class EmbeddingModel:
+    """An embedding model ready to embed; ``embed`` may be called from many threads."""
+
+    def __init__(self, path: Path, session: Any, tok: tokenizers.Tokenizer, *, output: str, token_states: bool,
+                 modes: tuple[str, ...], normalize: bool, truncate: bool, dimensions: int | None,
+                 fixed_batch: int | None, fixed_length: int | None) -> None:
+        self.path = path
+        self.name = store.model_id(path)
+        self.max_length = tok.max_length
+        self.pooling = "+".join(modes)
+        self.normalize = normalize
+        self.truncate = truncate
+        self.tokenizer = tok
+        self._session = session
+        self._output = output
+        self._token_states = token_states
+        self._modes = modes
+        self._fixed_batch = fixed_batch
+        self._fixed_length = fixed_length
+        self._inputs = {i.name: (np.int32 if "int32" in i.type else np.int64) for i in session.get_inputs()}
+        self.dimensions = dimensions if dimensions else self._probe_dimensions()
+
+    @property
+    def multi_vector(self) -> bool:
+        return self._modes == ("multi-vector",)
+
+    @classmethod
+    def load(cls, ref: str | Path, *, threads: int | None = None, pooling: str | None = None,
+             normalize: bool | None = None, max_length: int | None = None, truncate: bool = True) -> Any:
+        """Load a model folder (a path or a store name); E2E string-input models too."""
+        path = store.resolve(ref)
+        onnx_path = find_onnx(path)
+        io = graphinfo.read(onnx_path)
+        if io.has_string_inputs:
+            try:
+                from onnxg.runtime.e2e import E2EModel
+            except ImportError:
+                raise ModelLoadError(f"{path.name} is an end-to-end model (string inputs) and this onnxg "
+                                     "has no end-to-end runtime") from None
+            return E2EModel.load(path, threads=threads, pooling=pooling, normalize=normalize,
+                                 max_length=max_length, truncate=truncate)
+        if threads is not None and threads < 1:
+            raise InvalidRequest("threads must be at least 1", param="threads")
+        config = pool_lib.read_config(path)
+        output, token_states = _choose_output(io, pooling is not None, onnx_path)
+        if token_states and config.unsupported:
+            raise ModelLoadError(
+                f"the model's sentence-transformers pipeline has a {config.unsupported[0]} module, "
+                "which this ONNX graph does not include and onnxg does not run",
+                hint="export the whole sentence-transformers pipeline (its sentence_embedding output)",
+            )
+        modes = (pool_lib.canonical(pooling),) if pooling is not None else config.modes
+        if modes == ("multi-vector",) and not token_states:
+            raise InvalidRequest("this model outputs one pooled vector per input; multi-vector needs token states",
+                                 param="pooling")
+        fixed_batch, fixed_length = _fixed_dims(io)
+        limits = [x for x in (position_limit(path), fixed_length) if x]
+        limit = min(limits) if limits else None
+        if max_length is not None and max_length < 2:
+            raise InvalidRequest("max_length must be at least 2", param="max_length")
+        chosen = max_length if max_length is not None else model_max_length(path, config.max_seq_length)
+        if limit and chosen > limit:
+            if max_length is not None:
+                raise InvalidRequest(f"max_length {max_length} is more than the model's {limit} positions",
+                                     param="max_length")
+            chosen = limit
+        tok = tokenizers.load(path, chosen)
+        session = _session(onnx_path, threads)
+        names = [i.name for i in session.get_inputs()]
+        unknown = [n for n in names if n not in KNOWN_INPUTS]
+        if "input_ids" not in names or unknown:
+            raise ModelLoadError(f"{onnx_path.name} takes inputs onnxg cannot feed: {', '.join(names)}",
+                                 hint=f"an embedding graph takes {', '.join(KNOWN_INPUTS)}")
+        width = next((o.shape[-1] for o in io.outputs if o.name == output and o.shape), None)
+        dims = None
+        if isinstance(width, int):
+            dims = width * len(modes) if token_states and modes != ("multi-vector",) else width
+        return cls(path, session, tok, output=output, token_states=token_states, modes=modes,
+                   normalize=config.normalize if normalize is None else normalize, truncate=truncate,
+                   dimensions=dims, fixed_batch=fixed_batch, fixed_length=fixed_length)
+
+    # -- embedding -----------------------------------------------------------------------
+
+    def embed(self, texts: list[str], *, batch_size: int = 32) -> EmbeddingResult:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InvalidRequest("input must be a list of strings", param="input")
+        if not texts:
+            return self._empty()
+        encoded = self.tokenizer.encode(list(texts))
+        if not self.truncate:
+            for index, cut in enumerate(encoded.truncated):
+                if cut:
+                    raise ContextLengthExceeded(
+                        f"input {index} is longer than the model's maximum of {self.max_length} tokens",
+                        hint="shorten it, or allow truncation", param="input")
+        return self._run(encoded.ids, batch_size)
+
+    def embed_tokens(self, ids: list[list[int]], *, batch_size: int = 32) -> EmbeddingResult:
+        """Embed token ids as given (the model's special tokens are the caller's to add)."""
+        rows: list[list[int]] = []
+        for index, row in enumerate(ids):
+            if not isinstance(row, (list, tuple)) or not row or not all(isinstance(t, int) for t in row):
+                raise InvalidRequest(f"input {index} must be a non-empty list of token ids", param="input")
+            if min(row) < 0 or max(row) >= self.tokenizer.vocab_size:
+                raise InvalidRequest(f"input {index} has a token id outside 0..{self.tokenizer.vocab_size - 1}",
+                                     param="input")
+            if len(row) > self.max_length:
+                if not self.truncate:
+                    raise ContextLengthExceeded(
+                        f"input {index} has {len(row)} tokens, more than the model's maximum of {self.max_length}",
+                        hint="shorten it, or allow truncation", param="input")
+                row = row[:self.max_length]
+            rows.append(list(row))
+        return self._run(rows, batch_size) if rows else self._empty()
+
+    def warmup(self) -> None:
+        self.embed(["warm up"], batch_size=1)
+
+    def _empty(self) -> EmbeddingResult:
+        return EmbeddingResult([] if self.multi_vector else np.zeros((0, self.dimensions), np.float32), [])
+
+    def _run(self, ids: list[list[int]], batch_size: int) -> EmbeddingResult:
+        if batch_size < 1:
+            raise InvalidRequest("batch_size must be at least 1", param="batch_size")
+        batch_size = self._fixed_batch or batch_size
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list[Any] = [None] * len(ids)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for index, vector in zip(chunk, self._batch([ids[i] for i in chunk]), strict=True):
+                out[index] = vector
+        vectors = out if self.multi_vector else np.stack(out).astype(np.float32, copy=False)
+        return EmbeddingResult(vectors, [len(row) for row in ids])
+
+    def _batch(self, rows: list[list[int]]) -> list[Any]:
+        count = len(rows)
+        width = self._fixed_length or max(len(r) for r in rows)
+        height = max(count, self._fixed_batch or 0)
+        input_ids = np.full((height, width), self.tokenizer.pad_id, dtype=np.int64)
+        mask = np.zeros((height, width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            input_ids[r, :len(row)] = row
+            mask[r, :len(row)] = 1
+        if height > count:
+            mask[count:, 0] = 1  # keep padding rows well-defined
+        feeds: dict[str, np.ndarray] = {}
+        for name, dtype in self._inputs.items():
+            if name == "input_ids":
+                value = input_ids
+            elif name == "attention_mask":
+                value = mask
+            elif name == "position_ids":
+                value = np.broadcast_to(np.arange(width, dtype=np.int64), (height, width))
+            else:
+                value = np.zeros((height, width), dtype=np.int64)
+            feeds[name] = value.astype(dtype, copy=False)
+        try:
+            result = self._session.run([self._output], feeds)[0][:count]
+        except Exception as exc:  # an ONNX Runtime error: its C++ text is not for users
+            raise ModelLoadError(f"the model failed to run: {str(exc).splitlines()[0][:200]}",
+                                 hint="check the model folder with `onnxg check`") from None
+        result = result.astype(np.float32, copy=False)
+        mask = mask[:count]
+        if not self._token_states:
+            return list(pool_lib.normalize_rows(result) if self.normalize else result)
+        if self.multi_vector:
+            rows_out = [result[r, :len(rows[r])] for r in range(count)]
+            return [pool_lib.normalize_rows(v) if self.normalize else v.copy() for v in rows_out]
+        vectors = pool_lib.pool(result, mask, self._modes)
+        return list(pool_lib.normalize_rows(vectors) if self.normalize else vectors)
+
+    def _probe_dimensions(self) -> int:
+        vectors = self._run([[self.tokenizer.pad_id]], 1).vectors
+        return int(vectors[0].shape[-1])
+
+
+def _choose_output(io: graphinfo.GraphIO, override: bool, onnx_path: Path) -> tuple[str, bool]:
+    """The output to read and whether it is token states (3-D) rather than pooled (2-D)."""
+    by_name = {o.name: o for o in io.outputs}
+    token = [n for n in TOKEN_OUTPUTS if n in by_name] or [o.name for o in io.outputs if o.shape and len(o.shape) == 3]
+    pooled = [n for n in POOLED_OUTPUTS if n in by_name and by_name[n].shape and len(by_name[n].shape) == 2]
+    if pooled and not override:
+        return pooled[0], False
+    if token:
+        return token[0], True
+    if pooled:
+        return pooled[0], False
+    raise ModelLoadError(f"{onnx_path.name} has no token-state or sentence-embedding output "
+                         f"(outputs: {', '.join(by_name)})",
+                         hint="export with optimum's feature-extraction task (`onnxg convert --task embed`)")
+
+
+def _fixed_dims(io: graphinfo.GraphIO) -> tuple[int | None, int | None]:
+    """A batch size or sequence length fixed in the graph (static exports), if any."""
+    ids = next((i for i in io.inputs if i.name == "input_ids"), None)
+    if not ids or not ids.shape or len(ids.shape) != 2:
+        return None, None
+    batch, length = ids.shape
+    return (batch if isinstance(batch, int) and batch > 0 else None,
+            length if isinstance(length, int) and length > 0 else None)
+
+
+def _session(onnx_path: Path, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"ONNX Runtime cannot load {onnx_path.name}: {str(exc).splitlines()[0][:200]}",
+                             hint="check the folder with `onnxg check`; external .onnx.data files must sit "
+                                  "next to the model") from None
