@@ -229,67 +229,15 @@ def kind(path: Path) -> Kind:
     return "embedding"
 
 
-def _varint(handle: Any) -> int | None:
-    shift = result = 0
-    while True:
-        byte = handle.read(1)
-        if not byte:
-            return None
-        result |= (byte[0] & 0x7F) << shift
-        if not byte[0] & 0x80:
-            return result
-        shift += 7
-
-
-def _fields(handle: Any, end: int) -> Iterator[tuple[int, int, int]]:
-    """(field number, wire type, value or length) of each protobuf field up to ``end``;
-    for length-delimited fields the handle is left at the payload start."""
-    while handle.tell() < end:
-        tag = _varint(handle)
-        if tag is None:
-            return
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            yield number, wire, _varint(handle) or 0
-        elif wire == 1:
-            handle.seek(8, 1)
-        elif wire == 5:
-            handle.seek(4, 1)
-        elif wire == 2:
-            length = _varint(handle) or 0
-            start = handle.tell()
-            yield number, wire, length
-            handle.seek(start + length)
-        else:
-            return
-
-
 def _has_string_input(model: Path) -> bool:
-    """Whether the ONNX graph has a string input, read straight from the protobuf wire
-    format (seeking over weights), so no onnx/onnxruntime import and no full read."""
-    string_type = 8
+    """Whether the ONNX graph has a string input (read from the protobuf, importing nothing)."""
+    from onnxg.runtime import graphinfo
+    from onnxg.runtime.errors import ModelLoadError
+
     try:
-        with open(model, "rb") as handle:
-            size = model.stat().st_size
-            for number, wire, length in _fields(handle, size):
-                if number != 7 or wire != 2:  # ModelProto.graph
-                    continue
-                for gnum, gwire, glen in _fields(handle, handle.tell() + length):
-                    if gnum != 11 or gwire != 2:  # GraphProto.input (ValueInfoProto)
-                        continue
-                    for vnum, _, vlen in _fields(handle, handle.tell() + glen):
-                        if vnum != 2:  # ValueInfoProto.type
-                            continue
-                        for tnum, _, tlen in _fields(handle, handle.tell() + vlen):
-                            if tnum != 1:  # TypeProto.tensor_type
-                                continue
-                            for enum, ewire, value in _fields(handle, handle.tell() + tlen):
-                                if enum == 1 and ewire == 0 and value == string_type:
-                                    return True
-                return False
-    except OSError:
+        return graphinfo.has_string_inputs(model)
+    except ModelLoadError:
         return False
-    return False
 
 
 def precision_of(folder: Path, data: dict[str, Any]) -> str | None:
