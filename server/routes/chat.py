@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio.to_thread
 from litestar import Request, Response, post
-from litestar.response import Stream
 from msgspec import UNSET
 
 from onnxg.server.errors import decode, invalid
@@ -29,9 +27,7 @@ from onnxg.server.protocol import (
     Usage,
 )
 from onnxg.server.registry import Registry
-from onnxg.server.routes.common import FINGERPRINT, event_stream, new_id, now, open_stream, options, sse
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+from onnxg.server.routes.common import FINGERPRINT, generate, new_id, now, options, sse
 
 
 def to_messages(items: list[ChatMessage]) -> list[Any]:
@@ -148,31 +144,11 @@ async def chat_completions(request: Request, registry: Registry, slots: Slots, m
         logprobs=bool(req.logprobs),
         top_logprobs=req.top_logprobs or 0,
     )
-    slot = slots.acquire()
-    if req.stream:
-        first, iterator = await open_stream(lambda cancel: model.stream(messages, opts, cancel=cancel), slot)
-        fmt = ChatFormat(model_id, opts.n, opts.logprobs)
-        body = event_stream(
-            fmt,
-            first,
-            iterator,
-            slot,
-            n=opts.n,
-            include_usage=bool(req.stream_options and req.stream_options.include_usage),
-            on_first_token=lambda: metrics.first_token(model_id, time.perf_counter() - started),
-            on_usage=lambda u: metrics.tokens(model_id, u.prompt_tokens, u.completion_tokens),
-        )
-        return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS, status_code=200)
-    try:
-        result = await anyio.to_thread.run_sync(model.complete, messages, opts)
-    finally:
-        slot.release()
-    usage = Usage(
-        result.usage.prompt_tokens,
-        result.usage.completion_tokens,
-        result.usage.prompt_tokens + result.usage.completion_tokens,
-    )
-    metrics.tokens(model_id, usage.prompt_tokens, usage.completion_tokens)
+    generated = await generate(model, model_id, messages, opts, ChatFormat(model_id, opts.n, opts.logprobs),
+                               req=req, slots=slots, metrics=metrics, started=started)
+    if not isinstance(generated, tuple):
+        return generated
+    result, usage = generated
     choices = [
         ChatChoice(
             index=c.index,

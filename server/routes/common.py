@@ -18,6 +18,7 @@ from onnxg.server.protocol import Usage
 
 FINGERPRINT = f"onnxg-{__version__}"
 DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def new_id(prefix: str) -> str:
@@ -173,3 +174,47 @@ def event_stream(
     generator = events()
     weakref.finalize(generator, cleanup)
     return generator
+
+
+async def generate(
+    model: Any,
+    model_id: str,
+    prompt: Any,
+    opts: Any,
+    fmt: Any,
+    *,
+    req: Any,
+    slots: Any,
+    metrics: Any,
+    started: float,
+) -> tuple[Any, Usage] | Any:
+    """Run one chat or legacy completion: a ``Stream`` of SSE events when ``req.stream``,
+    else ``(result, usage)`` for the route to shape. Holds a concurrency slot meanwhile."""
+    import anyio
+    from litestar.response import Stream
+
+    slot = slots.acquire()
+    if req.stream:
+        first, iterator = await open_stream(lambda cancel: model.stream(prompt, opts, cancel=cancel), slot)
+        body = event_stream(
+            fmt,
+            first,
+            iterator,
+            slot,
+            n=opts.n,
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            on_first_token=lambda: metrics.first_token(model_id, time.perf_counter() - started),
+            on_usage=lambda u: metrics.tokens(model_id, u.prompt_tokens, u.completion_tokens),
+        )
+        return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS, status_code=200)
+    try:
+        result = await anyio.to_thread.run_sync(model.complete, prompt, opts)
+    finally:
+        slot.release()
+    usage = Usage(
+        result.usage.prompt_tokens,
+        result.usage.completion_tokens,
+        result.usage.prompt_tokens + result.usage.completion_tokens,
+    )
+    metrics.tokens(model_id, usage.prompt_tokens, usage.completion_tokens)
+    return result, usage

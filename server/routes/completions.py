@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio.to_thread
 from litestar import Request, Response, post
-from litestar.response import Stream
 
 from onnxg.server.errors import decode, invalid
 from onnxg.server.limits import Slots
@@ -21,8 +19,7 @@ from onnxg.server.protocol import (
     Usage,
 )
 from onnxg.server.registry import Registry
-from onnxg.server.routes.chat import SSE_HEADERS
-from onnxg.server.routes.common import FINGERPRINT, event_stream, new_id, now, open_stream, options, sse
+from onnxg.server.routes.common import FINGERPRINT, generate, new_id, now, options, sse
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 
@@ -118,30 +115,11 @@ async def completions(request: Request, registry: Registry, slots: Slots, metric
         top_logprobs=req.logprobs or 0,
     )
     echo = prompt if req.echo else ""
-    slot = slots.acquire()
-    if req.stream:
-        first, iterator = await open_stream(lambda cancel: model.stream(prompt, opts, cancel=cancel), slot)
-        body = event_stream(
-            CompletionFormat(model_id, opts.n, echo, opts.logprobs),
-            first,
-            iterator,
-            slot,
-            n=opts.n,
-            include_usage=bool(req.stream_options and req.stream_options.include_usage),
-            on_first_token=lambda: metrics.first_token(model_id, time.perf_counter() - started),
-            on_usage=lambda u: metrics.tokens(model_id, u.prompt_tokens, u.completion_tokens),
-        )
-        return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS, status_code=200)
-    try:
-        result = await anyio.to_thread.run_sync(model.complete, prompt, opts)
-    finally:
-        slot.release()
-    usage = Usage(
-        result.usage.prompt_tokens,
-        result.usage.completion_tokens,
-        result.usage.prompt_tokens + result.usage.completion_tokens,
-    )
-    metrics.tokens(model_id, usage.prompt_tokens, usage.completion_tokens)
+    generated = await generate(model, model_id, prompt, opts, CompletionFormat(model_id, opts.n, echo, opts.logprobs),
+                               req=req, slots=slots, metrics=metrics, started=started)
+    if not isinstance(generated, tuple):
+        return generated
+    result, usage = generated
     choices = [
         CompletionChoice(
             text=echo + c.text,
