@@ -262,7 +262,9 @@ def main() -> None:
     pair("onnxg runtime (direct) vs bare onnxruntime-genai loop", direct, bare,
          [("decode_tps", ">= 0.95"), ("ttft_ms", "")], args.rounds)
     direct_model.close()
-    server = Server([args.chat_model, args.embed_model, args.embed_int8_model], T)
+    # The chat server gets the chat threads, the embedding server 2 threads, as the direct runs.
+    server = Server([args.chat_model], T)
+    embed_server = Server([args.embed_model, args.embed_int8_model], 2)
     try:
         chat_id = args.chat_model.name
         http_stream(server.url, chat_id, 4)
@@ -298,7 +300,7 @@ def main() -> None:
             import httpx
 
             client = httpx.Client(timeout=600)
-            return lambda batch: client.post(f"{server.url}/v1/embeddings",
+            return lambda batch: client.post(f"{embed_server.url}/v1/embeddings",
                                              json={"model": model_id, "input": batch, "encoding_format": "base64"}
                                              ).raise_for_status()
 
@@ -315,6 +317,7 @@ def main() -> None:
                      max(2, args.rounds // 2))
     finally:
         server.stop()
+        embed_server.stop()
 
     # 2: llama.cpp on the same GGUF (after the server is gone, so nothing else runs).
     cpp = llama_cpp(args.gguf, T, N)
