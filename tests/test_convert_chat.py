@@ -63,6 +63,15 @@ def test_family_converts_and_generates(architecture: str) -> None:
     prompt, answer, count = og_generate(folder, QUESTION, max_new_tokens=5)
     assert prompt.endswith("<|im_start|>assistant\n")
     assert count >= 1 and isinstance(answer, str)
+    # ... and through onnxg's own chat runtime, streamed and not, with the same greedy text.
+    from onnxg.runtime.chat import ChatModel, Chunk, GenerationOptions
+
+    with ChatModel.load(folder) as model:
+        options = GenerationOptions(max_tokens=5, temperature=0)
+        result = model.complete(QUESTION, options)
+        streamed = "".join(c.text for c in model.stream(QUESTION, options) if isinstance(c, Chunk))
+    assert result.usage.completion_tokens >= 1 and result.choices[0].finish_reason in ("stop", "length")
+    assert streamed == result.choices[0].text
 
 
 def _children_writing(output: Path) -> list[int]:
