@@ -50,6 +50,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = START_TIMEOUT) -> ServerProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already started (e.g. `with ServerProcess(...).start()`)
         self.home.mkdir(parents=True, exist_ok=True)
         command = [*onnxg_command(), "serve", *self.args, "--port", str(self.port)]
         with open(self.log_path, "wb") as log:

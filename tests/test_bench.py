@@ -71,7 +71,7 @@ def test_bench_missing_model() -> None:
 def test_bench_through_a_running_server(tiny_chat_model: Path, tiny_embed_model: Path, tmp_path: Path) -> None:
     from serverkit import ServerProcess
 
-    with ServerProcess(["--model", str(tiny_chat_model), "--model", str(tiny_embed_model)], tmp_path).start() as srv:
+    with ServerProcess(["--model", str(tiny_chat_model), "--model", str(tiny_embed_model)], tmp_path) as srv:
         chat = run_bench(tiny_chat_model.name, "--server", srv.url, "-p", "24", "-n", "12", "-c", "2", "-r", "2")
         metrics = check_schema(chat, "chat")
         assert chat["target"] == srv.url
