@@ -3,7 +3,9 @@
 The same 1,000 sentences, batch 32, 2 threads for everyone, runs alternating between the
 engines (so a noisy neighbour hurts all of them alike), median sentences/s per engine, and
 the ratios to sentence-transformers. Then the cold start of `onnxg embed`: process start
-to the first vector on stdout.
+to the first vector on stdout. Last, this CPU's ceiling: the model's matrix products timed
+alone at ONNX Runtime's measured peak for their shapes (everything else taken as free),
+which bounds the ratio any ONNX Runtime engine can reach here.
 
     python benchmarks/embed_vs_st.py [--fp32 DIR] [--int8 DIR] [--rounds 3] [--json]
 
@@ -106,6 +108,75 @@ def profile(model: object, texts: list[str]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in runs.items()}
 
 
+def roofline(fp32_dir: Path, texts: list[str], tokenizer: object, rounds: int = 30) -> dict[str, float]:
+    """Seconds the model's matrix products alone need for ``texts`` at this CPU's peak.
+
+    Every weight the graph multiplies per token (MatMul and the fused Attention's QKV) is
+    timed as one ONNX Runtime MatMul on as many rows as a median batch holds (fp32, and
+    per-channel dynamic int8 as onnxg quantizes), with the benchmark's threads; the sum over
+    all batches is what no engine on this CPU can go under, whatever it does with the rest
+    (attention scores, softmax, layer norms, GELU, tokenizing), which is taken as free.
+    """
+    import logging
+    import tempfile
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's pre-processing advice
+    graph = onnx.load(str(fp32_dir / "model.onnx"), load_external_data=False).graph
+    dims = {i.name: tuple(i.dims) for i in graph.initializer}
+    weights = [(node.op_type, dims[node.input[1]]) for node in graph.node
+               if node.op_type in ("MatMul", "Attention") and len(node.input) > 1
+               and len(dims.get(node.input[1], ())) == 2]
+    lengths = sorted(len(ids) for ids in tokenizer.encode(texts).ids)  # type: ignore[attr-defined]
+    batches = [len(lengths[i:i + BATCH]) * max(lengths[i:i + BATCH]) for i in range(0, len(lengths), BATCH)]
+    rows, padded = int(statistics.median(batches)), sum(batches)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
+    per_row: dict[tuple[str, tuple[int, int]], float] = {}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in sorted({shape for _, shape in weights}):
+            k, n = shape
+            plain, quantized = Path(tmp) / f"{k}x{n}.onnx", Path(tmp) / f"{k}x{n}.int8.onnx"
+            node = helper.make_node("MatMul", ["A", "W"], ["C"])
+            model = helper.make_model(helper.make_graph(
+                [node], "mm", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, k])],
+                [helper.make_tensor_value_info("C", TensorProto.FLOAT, [None, n])],
+                [numpy_helper.from_array((rng.standard_normal((k, n)) * 0.05).astype(np.float32), "W")]),
+                opset_imports=[helper.make_opsetid("", 17)])
+            onnx.save(model, str(plain))
+            quantize_dynamic(plain, quantized, per_channel=True, weight_type=QuantType.QInt8)
+            feed = {"A": rng.standard_normal((rows, k)).astype(np.float32)}
+            for kind, path in (("fp32", plain), ("int8", quantized)):
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                session.run(None, feed)
+                best = float("inf")
+                for _ in range(3):  # best of three timings of `rounds` calls: the peak
+                    started = time.perf_counter()
+                    for _ in range(rounds):
+                        session.run(None, feed)
+                    best = min(best, (time.perf_counter() - started) / rounds)
+                per_row[(kind, shape)] = best / rows
+    flops = sum(2 * k * n for _, (k, n) in weights) * padded
+
+    def bound(int8_ops: tuple[str, ...]) -> float:
+        return sum(per_row[("int8" if op in int8_ops else "fp32", shape)] for op, shape in weights) * padded
+
+    fp32_s = bound(())
+    return {
+        "matmul_gflop": round(flops / 1e9, 1), "padded_tokens": padded, "rows_per_batch": rows,
+        "fp32_gflops": round(flops / fp32_s / 1e9, 1),
+        "fp32_s": round(fp32_s, 3),
+        "int8_onnxg_s": round(bound(("MatMul",)), 3),  # attention projections stay fp32 (accuracy)
+        "int8_all_s": round(bound(("MatMul", "Attention")), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fp32", type=Path)
@@ -155,7 +226,14 @@ def main() -> None:
         "targets": {"fp32": 1.7, "int8": 3.5},
         "profile_fp32": profile(fp32, texts), "profile_int8": profile(int8, texts),
         "cold_start": {k: round(v, 3) for k, v in cold_start(fp32_dir).items()},
+        "roofline": roofline(fp32_dir, texts, fp32.tokenizer),
         "cpu": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    st_s = statistics.median(seconds["sentence-transformers"])
+    roof = report["roofline"]
+    report["ceiling"] = {  # the best ratio the matrix products alone would allow on this CPU
+        "fp32": round(st_s / roof["fp32_s"], 2), "int8": round(st_s / roof["int8_onnxg_s"], 2),
+        "int8_all_matmuls": round(st_s / roof["int8_all_s"], 2),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -169,6 +247,11 @@ def main() -> None:
     cold = report["cold_start"]
     print(f"cold start `onnxg embed`: {cold['process_to_first_vector_s']} s to the first vector "
           f"(model load {cold['model_load_s']} s)")
+    ceiling = report["ceiling"]
+    print(f"this CPU's ceiling (matrix products alone at ONNX Runtime's peak, {roof['matmul_gflop']} GFLOP, "
+          f"{roof['fp32_gflops']} GFLOP/s fp32; all else free): fp32 {roof['fp32_s']} s = {ceiling['fp32']}x, "
+          f"int8 as onnxg quantizes {roof['int8_onnxg_s']} s = {ceiling['int8']}x, "
+          f"int8 everywhere {roof['int8_all_s']} s = {ceiling['int8_all_matmuls']}x")
     print(f"load average during the run: {report['load_average']}")
 
 

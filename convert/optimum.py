@@ -261,7 +261,8 @@ def convert(source: Path, work: Path, *, precision: str, ep: str, extra: dict[st
     command = [f"optimum main_export {source} --task feature-extraction --library-name transformers"
                + (" --trust-remote-code" if trust_remote_code else "")]
     if exported_info.get("fused"):
-        command.append("onnxruntime.transformers.optimizer --model_type bert --opt_level 1")
+        command.append("onnxruntime.transformers.optimizer --model_type bert --opt_level 1"
+                       + ("" if ep == "cuda" else " --disable_skip_layer_norm"))
     quant: dict[str, Any] = {}
     try:
         if precision == "fp32":

@@ -89,8 +89,11 @@ def open_session(model_path: Path, threads: int | None = None) -> Any:
     """An onnxruntime session on a string-input graph; ModelLoadError if it will not load."""
     import onnxruntime as ort
 
+    from onnxg.runtime.embed import CPU_DISABLED_FUSIONS
+
     try:
-        return ort.InferenceSession(str(model_path), session_options(threads), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model_path), session_options(threads), providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=CPU_DISABLED_FUSIONS)
     except ModelLoadError:
         raise
     except Exception as exc:  # onnxruntime raises its own C++-backed exception types

@@ -28,6 +28,10 @@ KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 DEFAULT_MAX_LENGTH = 512
 # models whose position table starts after the padding index (fairseq heritage)
 _POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "bart", "mbart")
+# ONNX Runtime load-time fusions that make CPU inference slower: its SkipLayerNormalization
+# kernel takes 2-4x the time of the Add + LayerNormalization it replaces (measured with
+# ONNX Runtime 1.32 on AVX2; see convert/workers/optimum_export.py).
+CPU_DISABLED_FUSIONS = ["SkipLayerNormFusion"]
 
 
 @dataclass
@@ -290,7 +294,8 @@ def _fixed_dims(io: graphinfo.GraphIO) -> tuple[int | None, int | None]:
             length if isinstance(length, int) and length > 0 else None)
 
 
-def _session(onnx_path: Path, threads: int | None) -> Any:
+def _session(onnx_path: Path, threads: int | None, optimized_copy: Path | None = None) -> Any:
+    """The CPU session; ``optimized_copy`` saves the graph ONNX Runtime will run (for tests)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -299,8 +304,11 @@ def _session(onnx_path: Path, threads: int | None) -> Any:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if optimized_copy is not None:
+        options.optimized_model_filepath = str(optimized_copy)
     try:
-        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=CPU_DISABLED_FUSIONS)
     except Exception as exc:
         raise ModelLoadError(f"ONNX Runtime cannot load {onnx_path.name}: {str(exc).splitlines()[0][:200]}",
                              hint="check the folder with `onnxg check`; external .onnx.data files must sit "

@@ -328,6 +328,44 @@ def test_a_converter_that_drops_the_word_marker_is_caught(sp_model: Path, tmp_pa
 
 # -- the real all-MiniLM-L6-v2 ------------------------------------------------------------------------
 
+def test_cpu_sessions_keep_add_and_layer_norm_unfused(tmp_path: Path) -> None:
+    """ONNX Runtime would fuse Add + LayerNormalization into its slower SkipLayerNormalization."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxg.runtime import embed
+
+    hidden = 16
+
+    def value(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "seq", hidden])
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "skip"], ["sum"]),
+         helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["out"], axis=-1, epsilon=1e-12)],
+        "residual", [value("x"), value("skip")], [value("out")],
+        [numpy_helper.from_array(np.ones(hidden, np.float32), "gamma"),
+         numpy_helper.from_array(np.zeros(hidden, np.float32), "beta")])
+    model = tmp_path / "residual.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+
+    def ops(path: Path) -> list[str]:
+        return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "plain.onnx")
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    assert ops(tmp_path / "plain.onnx") == ["SkipLayerNormalization"]  # what ONNX Runtime does by default
+    session = embed._session(model, 1, optimized_copy=tmp_path / "ours.onnx")
+    assert ops(tmp_path / "ours.onnx") == ["Add", "LayerNormalization"]
+    x, skip = np.random.default_rng(0).standard_normal((2, 2, 3, hidden)).astype(np.float32)
+    out = session.run(None, {"x": x, "skip": skip})[0]
+    total = x + skip
+    expected = (total - total.mean(-1, keepdims=True)) / np.sqrt(total.var(-1, keepdims=True) + 1e-12)
+    assert np.allclose(out, expected, atol=1e-4)
+
+
 def test_no_torch_or_transformers_on_the_embedding_path(tiny_embed_model: Path) -> None:
     code = (
         "import sys\nfrom onnxg.runtime.embed import EmbeddingModel\n"

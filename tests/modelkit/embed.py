@@ -11,6 +11,7 @@ Every fixture returns a folder that tests must not modify (copy it first).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -20,8 +21,13 @@ import pytest
 
 from modelkit import cache
 
-BACKEND = 3  # bump when convert/optimum.py changes what it writes
-TINY_SPEC = {"backend": BACKEND, "hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_seq_length": 128, "seed": 0}
+# The exports are keyed by the converter's own source too, so a change to what it writes
+# rebuilds them (the tiny source model does not depend on it).
+_CONVERTER = Path(__file__).resolve().parents[2] / "convert"
+BACKEND = hashlib.sha256(b"".join(
+    p.read_bytes() for p in (_CONVERTER / "optimum.py", _CONVERTER / "workers" / "optimum_export.py",
+                             _CONVERTER / "workers" / "optimum_quantize.py"))).hexdigest()[:12]
+TINY_SPEC = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_seq_length": 128, "seed": 0}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -91,7 +97,7 @@ def tiny_embed_source() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_embed_model(tiny_embed_source: Path) -> Path:
-    return cache.cached("tiny-embed-fp32", {**TINY_SPEC, "source": tiny_embed_source.name},
+    return cache.cached("tiny-embed-fp32", {**TINY_SPEC, "backend": BACKEND, "source": tiny_embed_source.name},
                         lambda folder: export(tiny_embed_source, folder, "fp32"))
 
 
