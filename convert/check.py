@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxg.convert import onnxproto
+from onnxg.runtime import onnxproto
 
 SAMPLE_TEXT = "Hello, world! The capital of France is Paris.\nSecond line: 42 cafés, naïve façade, 東京."
 SAMPLE_CONVERSATION = [

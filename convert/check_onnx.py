@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from onnxg.convert import onnxproto
+from onnxg.runtime import onnxproto
 from onnxg.convert.check import (
     EXTENSIONS_DOMAIN,
     ORT_DOMAINS,

@@ -1,4 +1,4 @@
-"""Read what the checker needs from an ``.onnx`` file without loading any weights.
+"""Read what onnxg needs from an ``.onnx`` file without loading any weights.
 
 A small reader of the protobuf wire format (no ``onnx`` package needed, which the base
 install does not have): the graph's inputs and outputs with their element types and shapes,
