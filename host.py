@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from onnxg.runtime import daemon
+from onnxg.runtime import daemon, procs
 from onnxg.runtime.daemon import free_port
 from onnxg.runtime.errors import OnnxgError
 
@@ -76,7 +76,7 @@ class Server:
         extra_args: Sequence[str] = (),
         reuse: bool = True,
         timeout: float = daemon.DEFAULT_START_TIMEOUT_S,
-        grace: float = daemon.DEFAULT_GRACE_S + 5.0,
+        grace: float = procs.DEFAULT_GRACE_S + 5.0,
         on_download: OnDownload | None = None,
         on_ready: OnReady | None = None,
         on_error: OnError | None = None,
@@ -121,7 +121,7 @@ class Server:
     def running(self) -> bool:
         if self._proc is not None:
             return self._alive()
-        return self.pid is not None and daemon.pid_alive(self.pid)
+        return self.pid is not None and procs.pid_alive(self.pid)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,7 +170,7 @@ class Server:
         proc = self._proc
         if proc is None or not self.owned:
             return
-        daemon.terminate(proc.pid, self.grace, alive=self._alive)
+        procs.terminate(proc.pid, self.grace, alive=self._alive)
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=10)
 
@@ -252,7 +252,7 @@ class Server:
             try:
                 daemon.wait_healthy(proc, self.host, self.port, self.log_path, timeout=self.timeout)
             except BaseException:
-                daemon.terminate(proc.pid, 5.0, alive=lambda: proc.poll() is None)
+                procs.terminate(proc.pid, 5.0, alive=lambda: proc.poll() is None)
                 daemon.remove_record(self.port)
                 raise
         self.models = self._model_ids(paths)

@@ -40,7 +40,7 @@ def detach(
     0: started, or an onnxg server with the same models already runs there (nothing started).
     1: the port is taken by something else. A start that fails raises ServerStartError.
     """
-    from onnxg.runtime import daemon
+    from onnxg.runtime import daemon, procs
 
     wanted = daemon.normalize_models(models)
     if port == 0:  # any free port: the record and the URL need the real one
@@ -93,7 +93,7 @@ def detach(
                     on_wait=show,
                 )
         except BaseException:
-            daemon.terminate(proc.pid, 5.0, alive=lambda: proc.poll() is None)
+            procs.terminate(proc.pid, 5.0, alive=lambda: proc.poll() is None)
             daemon.remove_record(port)
             raise
     err.print(f"Started the onnxg server in the background (pid {proc.pid}); log: {log}")

@@ -5,7 +5,8 @@ has a record ``ONNXG_HOME/run/<port>.json`` holding its pid, address, models, lo
 the process's start time. The start time guards against pid reuse: a record whose pid now
 belongs to another process (or to no process) is stale, and every reader removes it.
 
-Web-free on purpose: /health is polled with urllib.
+Web-free on purpose: /health is polled with urllib. Process liveness and stopping are
+``runtime.procs``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from onnxg.runtime import home
+from onnxg.runtime import home, procs
 from onnxg.runtime.errors import OnnxgError
 
-DEFAULT_GRACE_S = 30.0  # the server's own default grace period for in-flight requests
 DEFAULT_START_TIMEOUT_S = 600.0  # a first start may convert the default models
 
 
@@ -44,14 +43,6 @@ class PortInUse(OnnxgError):
     """The port is held by something that is not the onnxg server asked for."""
 
     code = "port_in_use"
-
-
-class StopError(OnnxgError):
-    """A server that could not be signalled (another user's process)."""
-
-    status = 500
-    type = "server_error"
-    code = "server_stop_failed"
 
 
 @dataclass
@@ -130,108 +121,14 @@ def health(host: str, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-# ----------------------------------------------------------------------------- processes
-
-
-def proc_start_time(pid: int) -> str | None:
-    """The start time of process ``pid`` as the OS reports it, or None if unknown.
-
-    Linux: field 22 of /proc/<pid>/stat (clock ticks since boot). Elsewhere: ``ps -o lstart=``.
-    """
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.parent.parent.is_dir() and Path("/proc/self/stat").exists():
-        try:
-            text = stat.read_text()
-        except OSError:
-            return None
-        # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-        fields = text[text.rfind(")") + 2 :].split()
-        return fields[19] if len(fields) > 19 else None
-    try:
-        result = subprocess.run(
-            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2 :].startswith("Z")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (not zombie) process."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, belongs to someone else
-    except OSError:
-        return False
-    return not _is_zombie(pid)
-
-
 def is_alive(record: Record) -> bool:
     """Whether the record's process still runs and is the same process (not a reused pid)."""
-    if not pid_alive(record.pid):
+    if not procs.pid_alive(record.pid):
         return False
     if record.proc_start is None:
         return True
-    now = proc_start_time(record.pid)
+    now = procs.proc_start_time(record.pid)
     return now is None or now == record.proc_start
-
-
-def _signal(pid: int, sig: int) -> None:
-    """Signal the server's whole process group when it leads one (its own session)."""
-    try:
-        if hasattr(os, "getpgid") and os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def terminate(pid: int, grace: float = DEFAULT_GRACE_S, *, alive: Callable[[], bool] | None = None) -> str:
-    """SIGTERM, then SIGKILL after ``grace`` seconds. Returns "terminated", "killed" or "gone".
-
-    ``alive()`` tells whether the process still runs (default: ``pid_alive(pid)``); a parent
-    passes one that reaps its own child, which would otherwise linger as a zombie.
-    """
-    check = alive or (lambda: pid_alive(pid))
-    if not check():
-        return "gone"
-    try:
-        _signal(pid, signal.SIGTERM)
-    except PermissionError as exc:
-        raise StopError(
-            f"not allowed to stop process {pid}", hint="it belongs to another user"
-        ) from exc
-    if _wait_dead(check, grace):
-        return "terminated"
-    _signal(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
-    if _wait_dead(check, 10.0):
-        return "killed"
-    raise StopError(f"process {pid} did not end after SIGKILL")
-
-
-def _wait_dead(alive: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while time.monotonic() < deadline:
-        if not alive():
-            return True
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
-    return not alive()
 
 
 # ----------------------------------------------------------------------------- records
@@ -315,8 +212,8 @@ def stop(record: Record, grace: float | None = None) -> str:
     ``grace`` defaults to the server's own grace period (as started) plus a margin.
     """
     if grace is None:
-        grace = float(record.extra.get("grace_s", DEFAULT_GRACE_S)) + 5.0  # type: ignore[arg-type]
-    result = terminate(record.pid, grace, alive=lambda: is_alive(record))
+        grace = float(record.extra.get("grace_s", procs.DEFAULT_GRACE_S)) + 5.0  # type: ignore[arg-type]
+    result = procs.terminate(record.pid, grace, alive=lambda: is_alive(record))
     remove_record(record.port)
     return result
 
@@ -404,7 +301,7 @@ def new_record(
         models=list(models),
         started=time.time(),
         log=str(log),
-        proc_start=proc_start_time(proc.pid),
+        proc_start=procs.proc_start_time(proc.pid),
         origin=origin,
     )
 

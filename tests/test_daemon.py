@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from onnxg.cli import main as cli_main
-from onnxg.runtime import daemon
+from onnxg.runtime import daemon, procs
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(600)"
 STUBBORN = (
@@ -91,7 +91,7 @@ def test_record_is_listed_and_status_shows_it(background, free_port, capsys) -> 
 
 
 def proc_start_known(pid: int) -> bool:
-    return daemon.proc_start_time(pid) is not None
+    return procs.proc_start_time(pid) is not None
 
 
 def test_stop_ends_the_process_and_removes_the_record(background, free_port, capsys) -> None:
@@ -252,11 +252,11 @@ def test_detach_status_stop_end_to_end(tiny_chat_model, free_port) -> None:
 
         stopped = onnxg("stop", "--port", port)
         assert stopped.returncode == 0 and "stopped" in stopped.stderr
-        assert not daemon.pid_alive(record.pid)
+        assert not procs.pid_alive(record.pid)
         assert not daemon.record_path(free_port).exists()
         assert json.loads(onnxg("status", "--json").stdout) == []
     finally:
-        if daemon.pid_alive(record.pid):
+        if procs.pid_alive(record.pid):
             os.kill(record.pid, signal.SIGKILL)
 
 

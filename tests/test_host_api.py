@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import onnxg
-from onnxg.runtime import daemon
+from onnxg.runtime import daemon, procs
 from onnxg.runtime.errors import ModelNotFound, OnnxgError
 
 pytestmark = pytest.mark.timeout(600)
@@ -107,7 +107,7 @@ def test_context_manager_serves_the_openai_client(tiny_chat_model, tiny_embed_mo
         assert srv.url == f"http://127.0.0.1:{free_port}"
         assert sorted(srv.models) == sorted([chat_id, embed_id])
         pid = srv.pid
-        assert pid is not None and daemon.pid_alive(pid)
+        assert pid is not None and procs.pid_alive(pid)
 
         # `onnxg status` sees it; the key is not on its command line (ps shows that to everyone)
         record = daemon.get_record(free_port)
@@ -127,7 +127,7 @@ def test_context_manager_serves_the_openai_client(tiny_chat_model, tiny_embed_mo
             OpenAI(base_url=srv.base_url, api_key="wrong", max_retries=0).models.list()
 
     assert events.terminated.wait(15)
-    assert not daemon.pid_alive(pid)
+    assert not procs.pid_alive(pid)
     assert not daemon.record_path(free_port).exists()
     kinds = events.kinds
     # downloads (one "done" per model) -> ready -> terminate, and nothing else
