@@ -177,20 +177,16 @@ def embed(
     """
     import numpy as np
 
+    from onnxg.runtime import pooling
+
     single = isinstance(texts, str)
     items = [texts] if single else list(texts)
     if not items or not all(isinstance(t, str) for t in items):
         raise InvalidRequest("texts must be a string or a non-empty list of strings", param="input")
-    result = load_embedding(model).embed(items, batch_size=batch_size)
+    embedder = load_embedding(model)
+    pooling.check_dimensions(dimensions, int(embedder.dimensions))  # before running the model
+    result = embedder.embed(items, batch_size=batch_size)
     if isinstance(result.vectors, list):  # multi-vector models: one [tokens, dim] array per text
         return result.vectors[0] if single else result.vectors  # type: ignore[return-value]
-    vectors = np.asarray(result.vectors, dtype=np.float32)
-    if dimensions is not None:
-        if not 0 < dimensions <= vectors.shape[-1]:
-            raise InvalidRequest(
-                f"dimensions must be between 1 and {vectors.shape[-1]}", param="dimensions"
-            )
-        vectors = vectors[..., :dimensions]
-        norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-        vectors = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+    vectors = pooling.keep_dimensions(np.asarray(result.vectors, dtype=np.float32), dimensions)
     return vectors[0] if single else vectors

@@ -130,3 +130,22 @@ def pool(states: np.ndarray, mask: np.ndarray, modes: tuple[str, ...]) -> np.nda
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+def check_dimensions(dimensions: int | None, native: int) -> None:
+    """InvalidRequest unless ``dimensions`` (OpenAI's parameter) fits a model of ``native`` width."""
+    if dimensions is not None and not 0 < dimensions <= native:
+        raise InvalidRequest(f"dimensions must be between 1 and {native} for this model, not {dimensions}",
+                             param="dimensions")
+
+
+def keep_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """The first ``dimensions`` of each row, re-normalised, as OpenAI's ``dimensions`` does.
+
+    None or the model's own width leaves the vectors as they are.
+    """
+    native = vectors.shape[-1]
+    check_dimensions(dimensions, native)
+    if dimensions is None or dimensions == native:
+        return vectors
+    return normalize_rows(vectors[..., :dimensions]).astype(np.float32, copy=False)

@@ -43,11 +43,9 @@ class ResponseFormat(Struct):
     type: str
 
 
-class ChatCompletionRequest(Struct, kw_only=True):
-    model: str = ""  # "" or absent: the first chat model served (as the original tool allowed)
-    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+class _SamplingRequest(Struct, kw_only=True):
+    """The sampling fields chat and legacy completions share."""
+
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
     top_p: Probability | None = None
     top_k: Annotated[int, Meta(ge=0)] | None = None
@@ -57,6 +55,13 @@ class ChatCompletionRequest(Struct, kw_only=True):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: Annotated[int, Meta(ge=1, le=128)] | None = None
+
+
+class ChatCompletionRequest(_SamplingRequest, kw_only=True):
+    model: str = ""  # "" or absent: the first chat model served (as the original tool allowed)
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     stream: bool | None = None
@@ -67,19 +72,10 @@ class ChatCompletionRequest(Struct, kw_only=True):
     logit_bias: dict[str, Any] | None = None
 
 
-class CompletionRequest(Struct, kw_only=True):
+class CompletionRequest(_SamplingRequest, kw_only=True):
     model: str = ""
     prompt: str | list[Any] | None = None
     max_tokens: Annotated[int, Meta(ge=0)] | None = None
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    top_p: Probability | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
-    repetition_penalty: Annotated[float, Meta(gt=0.0)] | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    n: Annotated[int, Meta(ge=1, le=128)] | None = None
     best_of: Annotated[int, Meta(ge=0, le=20)] | None = None
     logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None
     echo: bool | None = None

@@ -9,6 +9,7 @@ import anyio.to_thread
 import numpy as np
 from litestar import Request, Response, post
 
+from onnxg.runtime import pooling
 from onnxg.server.errors import decode, invalid
 from onnxg.server.limits import Slots
 from onnxg.server.metrics import Metrics
@@ -45,17 +46,10 @@ def _is_token(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def shape(vectors: Any, dimensions: int | None, native: int) -> np.ndarray:
+def shape(vectors: Any, dimensions: int | None) -> np.ndarray:
     if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
         raise invalid("This model gives several vectors per input; /v1/embeddings serves one per input.", param="model")
-    vectors = vectors.astype(np.float32, copy=False)
-    if dimensions is None or dimensions == native:
-        return vectors
-    if dimensions > native:
-        raise invalid(f"'dimensions' is {dimensions} but this model has {native}.", param="dimensions")
-    cut = vectors[:, :dimensions]
-    norms = np.linalg.norm(cut, axis=1, keepdims=True)
-    return cut / np.where(norms == 0, 1.0, norms)
+    return pooling.keep_dimensions(vectors.astype(np.float32, copy=False), dimensions)
 
 
 def encode_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
@@ -76,6 +70,7 @@ async def embeddings(request: Request, registry: Registry, slots: Slots, metrics
     req: EmbeddingRequest = decode(await request.body(), EmbeddingRequest)
     model_id, model = registry.embedding_model(req.model)
     texts, ids = parse_input(req.input)
+    pooling.check_dimensions(req.dimensions, int(model.dimensions))  # before spending a slot on it
     slot = slots.acquire()
     try:
         if texts is not None:
@@ -84,7 +79,7 @@ async def embeddings(request: Request, registry: Registry, slots: Slots, metrics
             result = await anyio.to_thread.run_sync(lambda: model.embed_tokens(ids, batch_size=BATCH_SIZE))
     finally:
         slot.release()
-    vectors = shape(result.vectors, req.dimensions, int(model.dimensions))
+    vectors = shape(result.vectors, req.dimensions)
     rows = encode_rows(vectors, req.encoding_format or "float")
     tokens = int(sum(result.token_counts))
     metrics.tokens(model_id, tokens, 0)
