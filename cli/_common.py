@@ -1,12 +1,12 @@
-"""What every command shares: consoles, option aliases, and the not-implemented exit."""
+"""What every command shares: consoles, option aliases, and the progress-step printer."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -16,9 +16,8 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="Store name, model folder, or recipe name."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-PathArg = Annotated[Path, typer.Argument(help="A model folder.")]
 
 
-def not_implemented(command: str, issue: int) -> None:
-    err.print(f"[red]onnxg {command} is not implemented yet[/red] (issue #{issue}).")
-    raise typer.Exit(2)
+def step(text: str) -> None:
+    """One dimmed progress line on stderr (e.g. "converting X..."); the text is printed literally."""
+    err.print(f"[dim]{escape(text)}[/dim]")

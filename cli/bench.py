@@ -6,8 +6,10 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from onnxg.cli._common import JsonOpt, err, out
+from onnxg.cli._common import JsonOpt, out, step
+from onnxg.runtime.errors import InvalidRequest
 
 HELP = """Benchmark a model: in-process, or through a running server with --server URL.
 
@@ -35,14 +37,20 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     from onnxg.runtime import bench as runtime_bench
-    from onnxg.runtime.errors import InvalidRequest
 
     def progress(text: str) -> None:
         if not as_json:
-            err.print(f"[dim]· {text}[/dim]")
+            step(f"· {text}")
 
     if kind not in (None, "chat", "embedding", "embed"):
         raise InvalidRequest(f"unknown kind {kind!r}", hint="use --kind chat or --kind embedding", param="kind")
+    # checked here, before a default model is resolved (and maybe converted)
+    limits = [("--runs", runs, 1), ("--concurrency", concurrency, 1), ("--prompt-tokens", prompt_tokens, 1),
+              ("--max-tokens", max_tokens, 2), ("--sentences", sentences, 1),
+              *(("--batch-size", size, 1) for size in batch_size or ())]
+    for flag, value, least in limits:
+        if value < least:
+            raise InvalidRequest(f"{flag} must be at least {least}, not {value}", param=flag[2:].replace("-", "_"))
     if server is None:
         from onnxg.convert import defaults
 
@@ -69,7 +77,7 @@ def bench(
         return
     from rich.table import Table
 
-    table = Table(title=f"{report.model} ({report.kind}, {report.target})")
+    table = Table(title=escape(f"{report.model} ({report.kind}, {report.target})"))
     for column in ("metric", "median", "min", "max", "unit", "runs"):
         table.add_column(column, justify="left" if column in ("metric", "unit") else "right")
     for metric in report.metrics:

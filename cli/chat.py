@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from onnxg.cli._common import ModelOpt, err, out
+from onnxg.cli._common import ModelOpt, err, out, step
+from onnxg.runtime.errors import InvalidRequest, OnnxgError
 
 if TYPE_CHECKING:
     from onnxg.runtime.chat import ChatModel, GenerationOptions, Message
@@ -53,20 +55,16 @@ def chat(
             setattr(options, name, value)
     options.validate()
     if chat_template is not None and not chat_template.is_file():
-        from onnxg.runtime.errors import InvalidRequest
-
         raise InvalidRequest(f"chat template file not found: {chat_template}", param="chat_template")
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip()
         if not prompt:
-            from onnxg.runtime.errors import InvalidRequest
-
             raise InvalidRequest("the prompt from stdin is empty", param="prompt")
 
     started = time.perf_counter()
     llm = ChatModel.load(_model_ref(model), chat_template=str(chat_template) if chat_template else None, threads=threads)
     if verbose:
-        err.print(f"[dim]loaded {llm.name} in {time.perf_counter() - started:.2f}s[/dim]")
+        err.print(f"[dim]loaded {escape(llm.name)} in {time.perf_counter() - started:.2f}s[/dim]")
     history: list[Message] = [Message("system", system)] if system else []
     try:
         if prompt is not None:
@@ -77,8 +75,6 @@ def chat(
                 _stream_reply(llm, messages, options, verbose)
             return
         if as_json:
-            from onnxg.runtime.errors import InvalidRequest
-
             raise InvalidRequest("--json needs a prompt (an argument or stdin)", param="json")
         _interactive(llm, history, options, verbose)
     finally:
@@ -89,10 +85,7 @@ def _model_ref(model: str | None) -> str | Path:
     """The model folder: a store name, a folder, a recipe (converted on first use) or the default."""
     from onnxg.convert import defaults
 
-    def progress(step: str) -> None:
-        err.print(f"[dim]{step}[/dim]")
-
-    return defaults.resolve(model, progress) if model else defaults.default_model("chat", progress)
+    return defaults.resolve(model, step) if model else defaults.default_model("chat", step)
 
 
 def _stream_reply(llm: ChatModel, messages: list[Message], options: GenerationOptions, verbose: bool,
@@ -157,10 +150,9 @@ def _print_json(llm: ChatModel, messages: list[Message], options: GenerationOpti
 
 def _interactive(llm: ChatModel, history: list[Message], options: GenerationOptions, verbose: bool) -> None:
     from onnxg.runtime.chat import Message
-    from onnxg.runtime.errors import OnnxgError
 
     system = list(history)
-    err.print(f"[bold]{llm.name}[/bold] [dim]· /reset clears the history · /exit or Ctrl-D leaves[/dim]")
+    err.print(f"[bold]{escape(llm.name)}[/bold] [dim]· /reset clears the history · /exit or Ctrl-D leaves[/dim]")
     while True:
         try:
             line = input(">>> ")
@@ -191,6 +183,7 @@ def _interactive(llm: ChatModel, history: list[Message], options: GenerationOpti
             continue
         except OnnxgError as exc:  # e.g. the history outgrew the context: say so, keep going
             history.pop()
-            err.print(f"[bold red]Error:[/bold red] {exc.message}" + (f" [dim]({exc.hint})[/dim]" if exc.hint else ""))
+            hint = f" [dim]({escape(exc.hint)})[/dim]" if exc.hint else ""
+            err.print(f"[bold red]Error:[/bold red] {escape(exc.message)}{hint}")
             continue
         history.append(Message("assistant", reply))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from onnxg.cli._common import JsonOpt, err, out
 from onnxg.runtime.errors import InvalidRequest
@@ -32,7 +33,7 @@ class Steps:
         if self.quiet:
             return
         if err.is_terminal:
-            self.status = err.status(f"{text}…")
+            self.status = err.status(f"{escape(text)}…")
             self.status.start()
 
     def done(self, ok: bool = True) -> None:
@@ -43,7 +44,7 @@ class Steps:
             self.status = None
         if not self.quiet:
             mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
-            err.print(f"{mark} {self.current} [dim]{time.monotonic() - self.started:.1f}s[/dim]")
+            err.print(f"{mark} {escape(self.current)} [dim]{time.monotonic() - self.started:.1f}s[/dim]")
         self.current = None
 
 
@@ -66,14 +67,9 @@ def _extra(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _list(as_json: bool) -> None:
-    import importlib.util
+    from onnxg.convert import recipes as recipes_module
 
-    if importlib.util.find_spec("onnxg.convert.recipes") is None:
-        recipes: list[Any] = []
-    else:
-        from onnxg.convert import recipes as recipes_module
-
-        recipes = recipes_module.load_all()
+    recipes = recipes_module.load_all()
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in recipes], indent=2, default=str))
         return
@@ -83,8 +79,9 @@ def _list(as_json: bool) -> None:
     for column in ("name", "task", "precision", "ep", "status", "source"):
         table.add_column(column, overflow="fold")
     for recipe in recipes:
-        status = "[green]ok[/green]" if recipe.status == "ok" else f"[red]{recipe.status}[/red]"
-        table.add_row(recipe.name, recipe.task, recipe.precision, recipe.ep, status, recipe.source)
+        status = "[green]ok[/green]" if recipe.status == "ok" else f"[red]{escape(recipe.status)}[/red]"
+        table.add_row(*(escape(v) for v in (recipe.name, recipe.task, recipe.precision, recipe.ep)), status,
+                      escape(recipe.source))
     out.print(table)
 
 
@@ -136,4 +133,4 @@ def register(app: typer.Typer) -> None:
         size = sum(item["size"] for item in info.get("files", []))
         err.print(f"[bold green]Converted[/bold green] in {time.monotonic() - started:.0f}s "
                   f"({size / 1e6:.1f} MB, {info['task']}, {info['precision']}, {info['ep']})")
-        out.print(str(folder))
+        out.print(str(folder), markup=False)

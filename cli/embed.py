@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from onnxg.cli._common import ModelOpt, err
+from onnxg.cli._common import ModelOpt, err, step
+from onnxg.runtime.errors import InvalidRequest
 
 HELP = """Embed text with a local embedding model.
 
@@ -32,12 +34,6 @@ _PATH_SUFFIXES = (".txt", ".text", ".md", ".csv", ".tsv", ".jsonl", ".json", ".l
 
 def register(app: typer.Typer) -> None:
     app.command("embed", help=HELP)(embed)
-
-
-def _error(message: str, hint: str | None = None, param: str | None = None) -> Exception:
-    from onnxg.runtime.errors import InvalidRequest
-
-    return InvalidRequest(message, hint, param=param)
 
 
 class _Source:
@@ -64,8 +60,8 @@ class _Source:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise _error(f"{self.name} is not UTF-8 text (line {number}, byte {exc.start + 1})",
-                             "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+                raise InvalidRequest(f"{self.name} is not UTF-8 text (line {number}, byte {exc.start + 1})",
+                                     "convert it first, e.g. iconv -f latin1 -t utf-8") from None
             line = line.rstrip("\r\n")
             if line.strip():
                 yield line
@@ -78,11 +74,11 @@ def _looks_like_path(value: str) -> bool:
 def _open_source(value: str | None, as_text: bool) -> _Source:
     if as_text:
         if value is None:
-            raise _error("--text needs the text as INPUT")
+            raise InvalidRequest("--text needs the text as INPUT")
         return _Source("the text", None, value, None)
     if value is None or value == "-":
         if value is None and sys.stdin.isatty():
-            raise _error("nothing to embed", "pass the text, a file, or pipe lines into `onnxg embed -`")
+            raise InvalidRequest("nothing to embed", "pass the text, a file, or pipe lines into `onnxg embed -`")
         return _Source("stdin", sys.stdin.buffer, None, None)
     path = Path(value).expanduser()
     try:
@@ -93,11 +89,11 @@ def _open_source(value: str | None, as_text: bool) -> _Source:
         try:
             return _Source(str(path), open(path, "rb"), None, path.stat().st_size)
         except OSError as exc:
-            raise _error(f"cannot read {path}: {exc.strerror}") from None
+            raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from None
     if is_dir:
-        raise _error(f"{path} is a folder, not a text file")
+        raise InvalidRequest(f"{path} is a folder, not a text file")
     if _looks_like_path(value):
-        raise _error(f"no such file: {value}", "to embed this text itself, pass --text")
+        raise InvalidRequest(f"no such file: {value}", "to embed this text itself, pass --text")
     return _Source("the text", None, value, None)
 
 
@@ -148,13 +144,10 @@ def _load_model(model: str | None, threads: int | None, pooling: str | None, nor
     from onnxg.runtime import store
     from onnxg.runtime.embed import EmbeddingModel
 
-    def say(step: str) -> None:
-        err.print(f"[dim]{step}[/dim]")
-
-    path = defaults.resolve(model, say) if model is not None else defaults.default_model("embedding", say)
+    path = defaults.resolve(model, step) if model is not None else defaults.default_model("embedding", step)
     kind = store.kind(path)
     if kind == "chat":
-        raise _error(f"{path.name} is a chat model; onnxg embed needs an embedding model", param="model")
+        raise InvalidRequest(f"{path.name} is a chat model; onnxg embed needs an embedding model", param="model")
     return EmbeddingModel.load(path, threads=threads, pooling=pooling, normalize=normalize,
                                max_length=max_length, truncate=truncate)
 
@@ -174,22 +167,22 @@ def embed(
     as_text: Annotated[bool, typer.Option("--text", "-t", help="Treat INPUT as text even if it looks like a path.")] = False,
 ) -> None:
     if batch_size < 1:
-        raise _error("--batch-size must be at least 1", param="batch_size")
+        raise InvalidRequest("--batch-size must be at least 1", param="batch_size")
     if out_path is not None and out_path.suffix.lower() not in (".npy", ".jsonl"):
-        raise _error(f"--out must end in .npy or .jsonl, not {out_path.name!r}", param="out")
+        raise InvalidRequest(f"--out must end in .npy or .jsonl, not {out_path.name!r}", param="out")
     source = _open_source(input, as_text)
     lines = source.lines()
     first = next(_chunks(lines, CHUNK_LINES), None)  # read (and validate) before loading the model
     if not first:
-        raise _error(f"nothing to embed: {source.name} has no non-empty lines")
+        raise InvalidRequest(f"nothing to embed: {source.name} has no non-empty lines")
     started = time.monotonic()
     loaded = _load_model(model, threads, pooling, False if no_normalize else None, max_length, not no_truncate)
     if out_path is not None and out_path.suffix.lower() == ".npy" and getattr(loaded, "multi_vector", False):
-        raise _error("multi-vector output has one vector per token: write it to .jsonl", param="out")
+        raise InvalidRequest("multi-vector output has one vector per token: write it to .jsonl", param="out")
     count, tokens = _run(loaded, source, first, lines, out_path, batch_size, started)
     if out_path is not None:
         err.print(f"[green]✓[/green] {count} input{'s' if count != 1 else ''} ({tokens} tokens, "
-                  f"{loaded.dimensions} dimensions) -> {out_path} in {time.monotonic() - started:.1f}s")
+                  f"{loaded.dimensions} dimensions) -> {escape(str(out_path))} in {time.monotonic() - started:.1f}s")
 
 
 def _run(model: Any, source: _Source, first: list[str], rest: Iterator[str], out_path: Path | None,
@@ -203,7 +196,7 @@ def _run(model: Any, source: _Source, first: list[str], rest: Iterator[str], out
         try:
             handle = open(partial, "wb" if binary else "w", encoding=None if binary else "utf-8")
         except OSError as exc:
-            raise _error(f"cannot write {out_path}: {exc.strerror}", param="out") from None
+            raise InvalidRequest(f"cannot write {out_path}: {exc.strerror}", param="out") from None
     npy = _NpyWriter(handle) if binary else None
     progress = _Progress(source, started)
     count = tokens = 0

@@ -6,18 +6,17 @@ each command imports what it needs (onnxruntime, litestar, ...) inside its funct
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from onnxg import __version__
-from onnxg.cli import stubs
+from onnxg.cli import bench, chat, check, convert, embed, models, pull, serve, status, stop
 from onnxg.cli._common import err
-from onnxg.runtime.errors import NotImplementedYet, OnnxgError
+from onnxg.runtime.errors import OnnxgError
 
 app = typer.Typer(
     name="onnxg",
@@ -44,21 +43,16 @@ def _root(
     """Local chat and embeddings behind the OpenAI API, on ONNX Runtime."""
 
 
-# One module per command (group) in cli/, each with ``register(app)``; a command whose
-# module does not exist yet is a stub that says so and exits 2.
-COMMANDS = ("convert", "check", "pull", "models", "chat", "embed", "serve", "bench", "status", "stop")
-for _name in COMMANDS:
-    if importlib.util.find_spec(f"onnxg.cli.{_name}") is not None:
-        importlib.import_module(f"onnxg.cli.{_name}").register(app)
-    else:
-        stubs.register(app, _name)
+# One module per command (group) in cli/, each with ``register(app)``, in --help order.
+for _module in (convert, check, pull, models, chat, embed, serve, bench, status, stop):
+    _module.register(app)
 
 
 def _report(exc: OnnxgError) -> int:
-    err.print(f"[bold red]Error:[/bold red] {exc.message}", markup=True)
+    err.print(f"[bold red]Error:[/bold red] {escape(exc.message)}")
     if exc.hint:
-        err.print(f"[dim]Hint:[/dim] {exc.hint}")
-    return 2 if isinstance(exc, NotImplementedYet) else 1
+        err.print(f"[dim]Hint:[/dim] {escape(exc.hint)}")
+    return 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
-        err.print(f"[bold red]Internal error:[/bold red] {type(exc).__name__}: {exc}", markup=True)
+        err.print(f"[bold red]Internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}")
         err.print("[dim]Hint:[/dim] rerun with ONNXG_DEBUG=1 to see the traceback, and report it.")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

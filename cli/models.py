@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from onnxg.cli._common import JsonOpt, err, out
 
@@ -28,8 +29,6 @@ def _size(n: int) -> str:
 
 
 def _source_cell(source: str | None) -> str:
-    from rich.markup import escape
-
     if not source:
         return "[dim]local[/dim]"
     source = escape(source)
@@ -47,20 +46,16 @@ def _check_cell(value: bool | None, complete: bool) -> str:
 
 def _run_checks(entries: list) -> None:
     """Run `onnxg check` on the models whose cached result is missing or stale."""
+    from onnxg.convert import check as checker
     from onnxg.runtime import store
 
-    try:
-        from onnxg.convert import check as checker
-    except ImportError:
-        err.print("[yellow]the checker (onnxg.convert.check) is not available[/yellow]")
-        return
     for entry in entries:
         if entry.complete and entry.check is None:
-            err.print(f"[dim]checking {entry.name}…[/dim]")
+            err.print(f"[dim]checking {escape(entry.name)}…[/dim]")
             try:
                 report = checker.check(entry.path)
             except Exception as exc:  # a broken folder is reported, not fatal for the listing
-                err.print(f"[red]✗[/red] {entry.name}: {exc}")
+                err.print(f"[red]✗[/red] {escape(entry.name)}: {escape(str(exc))}")
                 continue
             entry.check = store.record_check(entry.path, report)["ok"]
 
@@ -85,14 +80,14 @@ def list_models(
         out.print(json.dumps([e.to_json() for e in entries], indent=2), markup=False)
         return
     if not entries:
-        err.print(f"No models in {home.models_dir()}.")
+        err.print(f"No models in {escape(str(home.models_dir()))}.")
         err.print("[dim]Hint:[/dim] `onnxg pull REPO/SUBFOLDER`, `onnxg convert SOURCE`, "
                   "or `onnxg serve` (builds the defaults).")
         return
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"Models in {home.models_dir()}", title_justify="left", title_style="dim",
+    table = Table(title=f"Models in {escape(str(home.models_dir()))}", title_justify="left", title_style="dim",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     wide = out.width >= 110  # narrow terminals: the source is in `--json`
     for column, justify in (("name", "left"), ("kind", "left"), ("precision", "left"), ("EP", "left"),
@@ -101,11 +96,9 @@ def list_models(
             continue
         table.add_column(column, justify=justify, no_wrap=column != "source",  # type: ignore[arg-type]
                          overflow="fold")
-    from rich.markup import escape
-
     for e in entries:
-        cells = [escape(e.name), _KIND.get(e.kind, e.kind), e.precision or "?", e.ep, _size(e.size),
-                 _source_cell(e.source), _check_cell(e.check, e.complete)]
+        cells = [escape(e.name), escape(_KIND.get(e.kind, e.kind)), escape(e.precision or "?"), escape(e.ep),
+                 _size(e.size), _source_cell(e.source), _check_cell(e.check, e.complete)]
         table.add_row(*(cells if wide else cells[:5] + cells[6:]))
     out.print(table)
     if any(e.check is None and e.complete for e in entries):
@@ -132,7 +125,7 @@ def remove(
             err.print("Nothing deleted.")
             raise typer.Exit(1)
     store.remove(name)
-    out.print(f"Deleted {name}.")
+    out.print(f"Deleted {escape(name)}.")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from onnxg.cli._common import JsonOpt, err, out
 
@@ -42,7 +43,8 @@ def _rich_progress() -> PullProgress:
             self.tasks: dict[str, TaskID] = {}
 
         def resolved(self, repo: str, revision: str, name: str) -> None:
-            err.print(f"[bold]{repo}[/bold] @ {revision[:12]} -> store name [cyan]{name}[/cyan]")
+            err.print(f"[bold]{escape(repo)}[/bold] @ {escape(revision[:12])} "
+                      f"-> store name [cyan]{escape(name)}[/cyan]")
 
         def plan(self, files: list[RemoteFile], present: dict[str, int]) -> None:
             whole = [f for f in files if present.get(f.name) == f.size]
@@ -54,7 +56,7 @@ def _rich_progress() -> PullProgress:
             )
 
         def start(self, file: RemoteFile, offset: int) -> None:
-            label = file.name if len(file.name) <= 40 else "…" + file.name[-39:]
+            label = escape(file.name if len(file.name) <= 40 else "…" + file.name[-39:])
             if offset:
                 label += " [dim](resumed)[/dim]"
             self.tasks[file.name] = self.bars.add_task(label, total=file.size, completed=offset)
@@ -73,7 +75,7 @@ def _rich_progress() -> PullProgress:
 
         def step(self, text: str) -> None:
             self.close()
-            err.print(f"[dim]{text}…[/dim]")
+            err.print(f"[dim]{escape(text)}…[/dim]")
 
         def close(self) -> None:
             if self.bars.live.is_started:
@@ -111,13 +113,12 @@ def pull_command(
         result = pull(ref, name=name, revision=revision, include=include or None, check=not no_check,
                       progress=listener)
     except KeyboardInterrupt:
-        listener.close()  # type: ignore[attr-defined]
-        err.print(f"[dim]Stopped: run `onnxg pull {ref}` again to resume.[/dim]")
+        err.print(f"[dim]Stopped: run `onnxg pull {escape(ref)}` again to resume.[/dim]")
         raise
     finally:
         listener.close()  # type: ignore[attr-defined]
     if result.note:
-        err.print(f"[yellow]{result.note}[/yellow]")
+        err.print(f"[yellow]{escape(result.note)}[/yellow]")
     if as_json:
         out.print(json.dumps(result.to_json(), indent=2), markup=False)
     else:
@@ -128,14 +129,14 @@ def pull_command(
         if result.skipped:
             parts.append(f"{len(result.skipped)} already present")
         state = "" if result.offline else " (" + ", ".join(parts) + ")"
-        out.print(f"[green]✓[/green] {result.name}{state}: {result.path}")
+        out.print(f"[green]✓[/green] {escape(result.name)}{state}: {escape(str(result.path))}")
         if result.check_ok:
             out.print("[green]✓[/green] onnxg check passed")
     if result.check_ok is False:
         for line in result.check_failures:
-            err.print(f"[red]✗[/red] {line}", markup=True)
-        err.print(f"[bold red]Error:[/bold red] {result.name} was downloaded but `onnxg check` fails")
-        err.print(f"[dim]Hint:[/dim] run `onnxg check {result.path}` for details")
+            err.print(f"[red]✗[/red] {escape(line)}")
+        err.print(f"[bold red]Error:[/bold red] {escape(result.name)} was downloaded but `onnxg check` fails")
+        err.print(f"[dim]Hint:[/dim] run `onnxg check {escape(str(result.path))}` for details")
         raise typer.Exit(1)
 
 

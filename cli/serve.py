@@ -8,23 +8,22 @@ import signal
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from onnxg.cli._common import err, out
+from onnxg.cli._common import err, out, step
+from onnxg.runtime.errors import InvalidRequest
 
-
-def _progress(message: str) -> None:
-    err.print(f"[dim]{message}[/dim]")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _models(refs: list[str] | None) -> list[str]:
     """Model folders: the given refs resolved (recipes convert on first use, with progress),
     or the default chat and embedding models."""
     from onnxg.convert import defaults
-    from onnxg.runtime.errors import InvalidRequest
 
     if refs:
-        return [str(defaults.resolve(ref, progress=_progress)) for ref in refs]
-    models = [str(m) for m in defaults.default_models(progress=_progress)]
+        return [str(defaults.resolve(ref, progress=step)) for ref in refs]
+    models = [str(m) for m in defaults.default_models(progress=step)]
     if not models:
         raise InvalidRequest(
             "no model to serve and no default model is installed",
@@ -90,12 +89,15 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Threads per model (default: the runtime's choice).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error or critical.")] = "info",
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; print the URL once it answers.")
     ] = False,
 ) -> None:
     """Serve models behind an OpenAI-compatible API (chat, completions, embeddings)."""
+    if log_level.lower() not in LOG_LEVELS:
+        raise InvalidRequest(f"unknown log level {log_level!r}", hint="use one of " + ", ".join(LOG_LEVELS),
+                             param="log_level")
     if detach:
         from onnxg.cli._detach import detach_from_context
 
@@ -128,7 +130,7 @@ def serve(
                         port_bound = sock.getsockname()[1]
                 ids = ", ".join(app.state.registry.ids)
                 url = Settings(host=settings.host, port=port_bound).url
-                out.print(f"onnxg ready at {url}/v1 serving {ids}")
+                out.print(f"onnxg ready at {url}/v1 serving {ids}", markup=False)
 
     config = uvicorn.Config(
         app,
@@ -148,7 +150,8 @@ def serve(
     except SystemExit as exc:  # uvicorn exits 3 when start-up fails (a model, the port)
         if startup.error is not None:
             raise startup.error from None
-        err.print(f"[bold red]Error:[/bold red] the server could not start on {settings.url} (see the log above)")
+        err.print(f"[bold red]Error:[/bold red] the server could not start on {escape(settings.url)} "
+                  "(see the log above)")
         raise typer.Exit(1) from exc
     finally:
         for sig, handler in previous.items():

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from onnxg.cli._common import JsonOpt, err, out
 
@@ -45,7 +46,7 @@ def status(as_json: JsonOpt = False) -> None:
     for r in records:
         # model ids as served (a folder's name); --json has the full paths and the log file
         models = ", ".join(Path(m).name for m in r.models) if r.models else "(defaults)"
-        table.add_row(str(r.pid), r.url, models, format_uptime(r.uptime_s))
+        table.add_row(str(r.pid), escape(r.url), escape(models), format_uptime(r.uptime_s))
     out.print(table)
 
 

@@ -20,6 +20,21 @@ class OnnxgError(Exception):
         self.param = param
 
 
+# What ONNX Runtime's C++ texts carry before the meaning: "[ONNXRuntimeError] : 1 : FAIL : ..."
+_ORT_MARKERS = ("FAIL : ", "INVALID_ARGUMENT : ", "NO_SUCHFILE : ", "INVALID_GRAPH : ", "NOT_IMPLEMENTED : ")
+
+
+def short_message(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``exc`` (its type name if empty), ONNX Runtime's prefix dropped,
+    cut to ``limit`` characters: a library's error text fit for a one-line OnnxgError."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    for marker in _ORT_MARKERS:
+        if marker in first:
+            first = first.split(marker, 1)[1]
+    return first[:limit]
+
+
 class InvalidRequest(OnnxgError):
     """A request or option with a bad value."""
 
@@ -51,7 +66,3 @@ class ToolchainError(OnnxgError):
     status = 500
     type = "server_error"
     code = "toolchain_failed"
-
-
-class NotImplementedYet(OnnxgError):
-    """A command whose issue has not landed yet (the CLI exits 2 on it)."""

@@ -6,7 +6,7 @@ import pytest
 import typer
 
 from onnxg.cli import main as cli_main
-from onnxg.runtime.errors import ModelNotFound, NotImplementedYet
+from onnxg.runtime.errors import ModelNotFound
 
 
 @pytest.fixture
@@ -66,6 +66,60 @@ def test_unexpected_error_is_one_line(app_with, capsys, monkeypatch) -> None:
     assert "RuntimeError: kaput" in err and "Traceback" not in err
 
 
-def test_not_implemented_exits_2(app_with, capsys) -> None:
-    app_with(NotImplementedYet("later"))
-    assert run(["boom"]) == 2
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_error_text_is_printed_literally_not_as_markup(app_with, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ONNXG_DEBUG", raising=False)
+    app_with(ModelNotFound("no model '[red]x[/y]' at [/x]", hint="write REPO[/SUBFOLDER] or [bold]NAME"))
+    assert run(["boom"]) == 1
+    captured = capsys.readouterr()
+    lines = _error_lines(captured.err)
+    assert lines[0] == "Error: no model '[red]x[/y]' at [/x]"
+    assert lines[1] == "Hint: write REPO[/SUBFOLDER] or [bold]NAME"
+    assert "Traceback" not in captured.err
+
+
+def test_unexpected_error_text_is_printed_literally(app_with, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ONNXG_DEBUG", raising=False)
+    app_with(RuntimeError("bad [/x] and [red]red"))
+    assert run(["boom"]) == 1
+    assert "RuntimeError: bad [/x] and [red]red" in capsys.readouterr().err
+
+
+def test_a_model_path_with_brackets_is_printed_literally(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ONNXG_DEBUG", raising=False)
+    model = f"{tmp_path}/[red]x[/y]"
+    assert run(["chat", "--model", model, "hi"]) == 1
+    captured = capsys.readouterr()
+    assert f"'{model}'" in _error_lines(captured.err)[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_pull_of_a_bad_ref_shows_the_hint_literally(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ONNXG_DEBUG", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run(["pull", "bad name!!"]) == 1
+    captured = capsys.readouterr()
+    lines = _error_lines(captured.err)
+    assert lines[0].startswith("Error: ") and "bad name!!" in lines[0]
+    assert "REPO[/SUBFOLDER][@REVISION]" in lines[1]
+    assert "Traceback" not in captured.err and "MarkupError" not in captured.err
+
+
+@pytest.mark.parametrize("level", ["foo", "verbose", ""])
+def test_serve_rejects_an_unknown_log_level_before_loading_anything(level, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ONNXG_DEBUG", raising=False)
+    # a model that does not exist: the log level must be refused before it is looked up
+    assert run(["serve", "--log-level", level, "--model", "/no/such/model"]) == 1
+    lines = _error_lines(capsys.readouterr().err)
+    assert lines[0] == f"Error: unknown log level {level!r}"
+    assert "debug, info, warning, error, critical" in lines[1]
+    assert "no model named" not in "\n".join(lines)
+
+
+def test_serve_accepts_a_log_level_in_any_case(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ONNXG_DEBUG", raising=False)
+    assert run(["serve", "--log-level", "WARNING", "--model", "/no/such/model"]) == 1
+    assert "no model named '/no/such/model'" in capsys.readouterr().err  # got past the log level
