@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -28,7 +28,6 @@ from pathlib import Path
 from types import TracebackType
 
 from onnxg.runtime import daemon, procs
-from onnxg.runtime.daemon import free_port
 from onnxg.runtime.errors import OnnxgError
 
 log = logging.getLogger("onnxg.host")
@@ -76,7 +75,7 @@ class Server:
         extra_args: Sequence[str] = (),
         reuse: bool = True,
         timeout: float = daemon.DEFAULT_START_TIMEOUT_S,
-        grace: float = procs.DEFAULT_GRACE_S + 5.0,
+        grace: float = procs.DEFAULT_GRACE_S + daemon.STOP_MARGIN_S,
         on_download: OnDownload | None = None,
         on_ready: OnReady | None = None,
         on_error: OnError | None = None,
@@ -84,7 +83,7 @@ class Server:
     ) -> None:
         self.requested = [str(m) for m in (models or [])]
         self.host = host
-        self.port = port if port else free_port(host)
+        self.port = port if port else daemon.free_port(host)
         self.api_key = api_key
         self.extra_args = list(extra_args)
         self.reuse = reuse
@@ -218,43 +217,23 @@ class Server:
             self._proc, self._watcher, self.pid, self.owned = None, None, None, False
             self._ended, self._ready, self._settled = threading.Event(), threading.Event(), threading.Event()
             self._error = None
-        wanted = daemon.normalize_models(self.requested)
-        with daemon.port_lock(self.port):
-            record = daemon.get_record(self.port)
-            if record is not None and self.reuse and daemon.same_models(record, wanted):
-                try:
-                    daemon.wait_record_healthy(record, self.timeout)
-                except daemon.ServerStartError:
-                    pass  # it ended meanwhile: start our own
-                else:
-                    self._attach(record)
-                    return
-            record = daemon.get_record(self.port)
-            if record is not None:
-                models = ", ".join(record.models) or "the default models"
-                raise daemon.PortInUse(
-                    f"port {self.port} is taken by another onnxg server (pid {record.pid}, {models})",
-                    hint=f"stop it with `onnxg stop --port {self.port}`, or pass another port",
-                )
-            if daemon.port_in_use(self.host, self.port):
-                raise daemon.PortInUse(
-                    f"port {self.port} is already in use by another program",
-                    hint="pass another port (port=0 picks a free one)",
-                )
-            paths = prepare_models(self.requested, self._emit)
-            env = dict(os.environ)
-            if self.api_key:
-                env["ONNXG_API_KEY"] = self.api_key  # never on the command line (visible in ps)
-            argv = daemon.serve_command(self.host, self.port, [str(p) for p in paths], self.extra_args)
-            proc = daemon.spawn(argv, self.log_path, env=env)
+        paths: list[Path] = []
+
+        def prepare() -> list[str]:  # only once a start is decided (not for a reused server)
+            paths.extend(prepare_models(self.requested, self._emit))
+            return [str(p) for p in paths]
+
+        def spawned(proc: subprocess.Popen[bytes]) -> None:  # stop() works while it starts
             self._proc, self.pid, self.owned = proc, proc.pid, True
-            daemon.write_record(daemon.new_record(proc, self.host, self.port, wanted, self.log_path, "python"))
-            try:
-                daemon.wait_healthy(proc, self.host, self.port, self.log_path, timeout=self.timeout)
-            except BaseException:
-                procs.terminate(proc.pid, 5.0, alive=lambda: proc.poll() is None)
-                daemon.remove_record(self.port)
-                raise
+
+        record, proc = daemon.start(
+            self.host, self.port, daemon.normalize_models(self.requested), origin="python",
+            api_key=self.api_key, extra_args=self.extra_args, reuse=self.reuse, timeout=self.timeout,
+            prepare=prepare, on_spawn=spawned,
+        )
+        if proc is None:
+            self._attach(record)
+            return
         self.models = self._model_ids(paths)
         self._ready.set()
         self._settled.set()

@@ -12,12 +12,12 @@ line from what the user typed, minus ``--detach``, and calls ``detach``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from onnxg.cli._common import err, out
 
@@ -40,77 +40,40 @@ def detach(
     0: started, or an onnxg server with the same models already runs there (nothing started).
     1: the port is taken by something else. A start that fails raises ServerStartError.
     """
-    from onnxg.runtime import daemon, procs
-
-    wanted = daemon.normalize_models(models)
-    if port == 0:  # any free port: the record and the URL need the real one
-        from onnxg.runtime.daemon import free_port
-
-        port = free_port(host)
-    with daemon.port_lock(port):
-        running = daemon.get_record(port)
-        if running is not None and daemon.same_models(running, wanted) and _wait_running(running):
-            err.print(
-                f"An onnxg server with these models already runs at {running.url} "
-                f"(pid {running.pid}); nothing started."
-            )
-            out.print(running.url)
-            return 0
-        running = daemon.get_record(port)  # it may have ended while we waited
-        if running is not None:
-            models_text = ", ".join(running.models) or "the default models"
-            err.print(
-                f"[bold red]Error:[/bold red] port {port} is taken by another onnxg server "
-                f"(pid {running.pid}, {models_text})"
-            )
-            err.print(f"[dim]Hint:[/dim] stop it with `onnxg stop --port {port}`, or pick another --port")
-            return 1
-        if daemon.port_in_use(host, port):
-            err.print(f"[bold red]Error:[/bold red] port {port} is already in use by another program")
-            err.print("[dim]Hint:[/dim] pick another --port, or stop what listens there")
-            return 1
-
-        log = daemon.log_path(port)
-        env = dict(os.environ)
-        if api_key:  # through the environment: a command line is visible to every user in `ps`
-            env["ONNXG_API_KEY"] = api_key
-        proc = daemon.spawn(daemon.serve_command(host, port, wanted, extra_args), log, env=env)
-        record = daemon.new_record(proc, host, port, wanted, log, origin="detach")
-        if grace is not None:
-            record.extra["grace_s"] = grace
-        daemon.write_record(record)
-        try:
-            with err.status(f"Starting the onnxg server on port {port} (log: {log})") as status:
-
-                def show(_elapsed: float) -> None:
-                    last = daemon.log_tail(log, 1)
-                    if last:
-                        status.update(f"Starting the onnxg server on port {port}: [dim]{last[:100]}[/dim]")
-
-                daemon.wait_healthy(
-                    proc, host, port, log,
-                    timeout=daemon.DEFAULT_START_TIMEOUT_S if timeout is None else timeout,
-                    on_wait=show,
-                )
-        except BaseException:
-            procs.terminate(proc.pid, 5.0, alive=lambda: proc.poll() is None)
-            daemon.remove_record(port)
-            raise
-    err.print(f"Started the onnxg server in the background (pid {proc.pid}); log: {log}")
-    err.print("Stop it with `onnxg stop" + ("" if port == 8080 else f" --port {port}") + "`.")
-    out.print(record.url)
-    return 0
-
-
-def _wait_running(record: Any) -> bool:
-    """A server with a record may still be starting (another start is waiting on it)."""
     from onnxg.runtime import daemon
 
+    if port == 0:  # any free port: the record and the URL need the real one
+        port = daemon.free_port(host)
+    log = daemon.log_path(port)
+    status = err.status(f"Starting the onnxg server on port {port} (log: {log})")
+
+    def show(_elapsed: float) -> None:  # shown only while a child we started gets ready
+        status.start()
+        last = daemon.log_tail(log, 1)
+        if last:
+            status.update(f"Starting the onnxg server on port {port}: [dim]{last[:100]}[/dim]")
+
     try:
-        daemon.wait_record_healthy(record)
-    except daemon.ServerStartError:
-        return False
-    return True
+        record, proc = daemon.start(
+            host, port, daemon.normalize_models(models), origin="detach", api_key=api_key,
+            extra_args=extra_args, timeout=daemon.DEFAULT_START_TIMEOUT_S if timeout is None else timeout,
+            extra={} if grace is None else {"grace_s": grace}, on_wait=show,
+        )
+    except daemon.PortInUse as exc:  # exit code 1, not an exception: callers test the code
+        err.print(f"[bold red]Error:[/bold red] {escape(exc.message)}")
+        err.print(f"[dim]Hint:[/dim] {escape(exc.hint or '')}")
+        return 1
+    finally:
+        status.stop()
+    if proc is None:
+        err.print(
+            f"An onnxg server with these models already runs at {record.url} (pid {record.pid}); nothing started."
+        )
+    else:
+        err.print(f"Started the onnxg server in the background (pid {proc.pid}); log: {log}")
+        err.print("Stop it with `onnxg stop" + ("" if port == 8080 else f" --port {port}") + "`.")
+    out.print(record.url)
+    return 0
 
 
 def detach_from_context(ctx: typer.Context, timeout: float | None = None) -> int:

@@ -14,8 +14,8 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from onnxg.runtime.errors import InvalidRequest, OnnxgError
@@ -153,9 +153,7 @@ class _HttpChat:
     def __init__(self, url: str, model: str | None, api_key: str | None) -> None:
         import httpx
 
-        self.base = url.rstrip("/")
-        if not self.base.endswith("/v1"):
-            self.base += "/v1"
+        self.base = _v1(url)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(600.0, connect=10.0))
         self.name = model or _first_model(self.client, self.base, "chat")
@@ -195,6 +193,29 @@ class _HttpChat:
         return _time_stream(events(), usage_of)
 
 
+def _v1(url: str) -> str:
+    """The server's OpenAI base URL: ``url`` with ``/v1`` appended unless it ends with it."""
+    base = url.rstrip("/")
+    return base if base.endswith("/v1") else base + "/v1"
+
+
+@contextmanager
+def _reaching(url: str | None) -> Iterator[None]:
+    """Turn a failed connection to ``url`` (a refused port, a timeout) into an OnnxgError."""
+    if not url:
+        yield
+        return
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise OnnxgError(
+            f"cannot reach an onnxg server at {url}",
+            hint="start one with `onnxg serve --detach`, or check --server",
+        ) from exc
+
+
 def _raise_for(reply: Any) -> None:
     if reply.status_code >= 400:
         try:
@@ -230,7 +251,15 @@ def bench_chat(
 ) -> Report:
     if runs < 1 or concurrency < 1 or prompt_tokens < 1 or max_tokens < 2:
         raise InvalidRequest("runs, concurrency and prompt length must be >= 1, output length >= 2")
-    say = progress or (lambda _text: None)
+    with _reaching(server):
+        return _bench_chat(ref, server, api_key, prompt_tokens, max_tokens, concurrency, runs, threads,
+                           progress or (lambda _text: None))
+
+
+def _bench_chat(
+    ref: str | None, server: str | None, api_key: str | None, prompt_tokens: int, max_tokens: int,
+    concurrency: int, runs: int, threads: int | None, say: Callable[[str], None],
+) -> Report:
     say("loading")
     engine: _LocalChat | _HttpChat = _HttpChat(server, ref, api_key) if server else _LocalChat(str(ref), threads)
     prompt = make_prompt(engine.count_tokens, prompt_tokens)
@@ -299,13 +328,21 @@ def bench_embed(
 ) -> Report:
     if runs < 1 or sentences < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise InvalidRequest("runs, sentences and batch sizes must be >= 1")
-    say = progress or (lambda _text: None)
+    with _reaching(server):
+        return _bench_embed(ref, server, api_key, batch_sizes, sentences, runs, threads,
+                            progress or (lambda _text: None))
+
+
+def _bench_embed(
+    ref: str | None, server: str | None, api_key: str | None, batch_sizes: Sequence[int], sentences: int,
+    runs: int, threads: int | None, say: Callable[[str], None],
+) -> Report:
     texts = make_sentences(sentences)
     say("loading")
     if server:
         import httpx
 
-        base = server.rstrip("/") + ("" if server.rstrip("/").endswith("/v1") else "/v1")
+        base = _v1(server)
         client = httpx.Client(headers={"Authorization": f"Bearer {api_key}"} if api_key else {}, timeout=600.0)
         name = ref or _first_model(client, base, "embedding")
 
@@ -352,15 +389,7 @@ def bench_embed(
 
 
 def kind_of(ref: str) -> str:
-    """'chat' or 'embedding' for a local model reference."""
+    """'chat' or 'embedding' (what `bench_embed` measures) for a local model reference."""
     from onnxg.runtime import store
 
-    folder = store.resolve(ref)
-    return "chat" if (Path(folder) / "genai_config.json").is_file() else "embedding"
-
-
-def as_dict(report: Report) -> dict[str, Any]:
-    return report.to_json()
-
-
-__all__ = ["Report", "Metric", "bench_chat", "bench_embed", "kind_of", "make_prompt", "make_sentences", "asdict"]
+    return "chat" if store.kind(store.resolve(ref)) == "chat" else "embedding"

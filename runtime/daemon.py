@@ -29,6 +29,7 @@ from onnxg.runtime import home, procs
 from onnxg.runtime.errors import OnnxgError
 
 DEFAULT_START_TIMEOUT_S = 600.0  # a first start may convert the default models
+STOP_MARGIN_S = 5.0  # waited on top of a server's own grace period before SIGKILL
 
 
 class ServerStartError(OnnxgError):
@@ -212,7 +213,7 @@ def stop(record: Record, grace: float | None = None) -> str:
     ``grace`` defaults to the server's own grace period (as started) plus a margin.
     """
     if grace is None:
-        grace = float(record.extra.get("grace_s", procs.DEFAULT_GRACE_S)) + 5.0  # type: ignore[arg-type]
+        grace = float(record.extra.get("grace_s", procs.DEFAULT_GRACE_S)) + STOP_MARGIN_S  # type: ignore[arg-type]
     result = procs.terminate(record.pid, grace, alive=lambda: is_alive(record))
     remove_record(record.port)
     return result
@@ -314,29 +315,94 @@ def log_tail(log: Path | str, lines: int = 15) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def wait_healthy(
-    proc: subprocess.Popen[bytes],
+def start(
     host: str,
     port: int,
-    log: Path,
+    models: Sequence[str],
+    *,
+    origin: str,
+    api_key: str | None = None,
+    extra_args: Sequence[str] = (),
+    reuse: bool = True,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+    extra: Mapping[str, object] | None = None,
+    prepare: Callable[[], Sequence[str]] | None = None,
+    on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    on_wait: Callable[[float], None] | None = None,
+) -> tuple[Record, subprocess.Popen[bytes] | None]:
+    """Start ``onnxg serve`` in the background on ``host:port`` and wait for /health.
+
+    ``models`` are normalised refs (``normalize_models``): what the record holds and what a
+    running server is compared with. With ``reuse``, an onnxg server with the same models
+    already there is waited for and returned with ``None`` for the process. Otherwise
+    ``prepare()`` (once a start is decided) gives the models for the command line (default
+    ``models``); the API key goes through the environment (a command line shows in ``ps``);
+    ``extra`` lands in the record; ``on_spawn(proc)`` runs once the child exists.
+
+    Raises PortInUse (another onnxg server, or another program, holds the port) or
+    ServerStartError (the child died or did not answer in time; it is stopped, its record removed).
+    """
+    with port_lock(port):
+        record = get_record(port)
+        if record is not None and reuse and same_models(record, models):
+            try:
+                wait_healthy(record.host, port, record.log, lambda: _record_gone(record), timeout=timeout)
+            except ServerStartError:
+                pass  # it ended meanwhile: start our own
+            else:
+                return record, None
+        record = get_record(port)  # it may have ended while we waited
+        if record is not None:
+            served = ", ".join(record.models) or "the default models"
+            raise PortInUse(
+                f"port {port} is taken by another onnxg server (pid {record.pid}, {served})",
+                hint=f"stop it with `onnxg stop --port {port}`, or use another port",
+            )
+        if port_in_use(host, port):
+            raise PortInUse(
+                f"port {port} is already in use by another program",
+                hint="use another port (0 picks a free one), or stop what listens there",
+            )
+        argv = serve_command(host, port, list(prepare() if prepare is not None else models), extra_args)
+        env = dict(os.environ)
+        if api_key:
+            env["ONNXG_API_KEY"] = api_key
+        log = log_path(port)
+        proc = spawn(argv, log, env=env)
+        if on_spawn is not None:
+            on_spawn(proc)
+        record = new_record(proc, host, port, models, log, origin)
+        record.extra.update(extra or {})
+        write_record(record)
+        try:
+            wait_healthy(host, port, log, lambda: _exit_message(proc, log), timeout=timeout, on_wait=on_wait)
+        except BaseException:
+            procs.terminate(proc.pid, 5.0, alive=lambda: proc.poll() is None)
+            remove_record(port)
+            raise
+    return record, proc
+
+
+def wait_healthy(
+    host: str,
+    port: int,
+    log: Path | str,
+    gone: Callable[[], str | None],
+    *,
     timeout: float = DEFAULT_START_TIMEOUT_S,
     on_wait: Callable[[float], None] | None = None,
 ) -> None:
-    """Block until /health answers 200; raise ServerStartError if the process dies or times out.
+    """Block until /health answers 200; raise ServerStartError if the server ends or times out.
 
+    ``gone()`` says why the server is no more (one line), or None while it runs.
     ``on_wait(elapsed_s)`` is called between polls (a progress display, or an abort check).
     """
     start = time.monotonic()
     delay = 0.05
     while True:
-        code = proc.poll()
-        if code is not None:
-            tail = log_tail(log, 60)
-            last = _last_error_line(tail)
-            raise ServerStartError(
-                f"the server exited with code {code} before it was ready" + (f": {last}" if last else ""),
-                hint=f"see the log: {log}",
-            )
+        why = gone()
+        if why is not None:
+            raise ServerStartError(why, hint=f"see the log: {log}")
         if health(host, port, timeout=2.0):
             return
         elapsed = time.monotonic() - start
@@ -351,22 +417,18 @@ def wait_healthy(
         delay = min(delay * 1.5, 0.5)
 
 
-def wait_record_healthy(record: Record, timeout: float = DEFAULT_START_TIMEOUT_S) -> None:
-    """``wait_healthy`` for a server known only by its record (one another process started)."""
-    start = time.monotonic()
-    while not health(record.host, record.port):
-        if not is_alive(record):
-            remove_record(record.port)
-            raise ServerStartError(
-                f"the onnxg server on port {record.port} (pid {record.pid}) ended before it was ready",
-                hint=f"see the log: {record.log}",
-            )
-        if time.monotonic() - start > timeout:
-            raise ServerStartError(
-                f"the onnxg server on port {record.port} did not answer /health within {timeout:.0f} s",
-                hint=f"see the log: {record.log}",
-            )
-        time.sleep(0.25)
+def _exit_message(proc: subprocess.Popen[bytes], log: Path) -> str | None:
+    code = proc.poll()
+    if code is None:
+        return None
+    last = _last_error_line(log_tail(log, 60))
+    return f"the server exited with code {code} before it was ready" + (f": {last}" if last else "")
+
+
+def _record_gone(record: Record) -> str | None:
+    if is_alive(record):
+        return None
+    return f"the onnxg server on port {record.port} (pid {record.pid}) ended before it was ready"
 
 
 _EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception)): (.+)$")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxg.runtime import graphinfo, store
-from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
+from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError, short_message
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,8 @@ def open_session(model_path: Path, threads: int | None = None) -> Any:
         raise
     except Exception as exc:  # onnxruntime raises its own C++-backed exception types
         log.debug("session failed for %s: %s", model_path, exc)
-        raise ModelLoadError(f"onnxruntime cannot load {model_path.name}: {_short(exc)}",
+        raise ModelLoadError(f"onnxruntime cannot load {model_path.name}: {short_message(exc)}",
                              hint=f"run `onnxg check {model_path.parent}` to see what is missing") from None
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[-200:]
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
@@ -198,6 +193,7 @@ class E2EModel:
         import numpy as np
 
         from onnxg.runtime.embed import EmbeddingResult
+        from onnxg.runtime.pooling import normalize_rows
 
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidRequest("input must be a list of strings", param="input")
@@ -214,8 +210,7 @@ class E2EModel:
                 raise ModelLoadError(f"{self.name} returned {out.shape[1]} dimensions, expected {self.dimensions}")
             vectors[chunk] = out
         if self.normalize and len(texts):
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
+            vectors = normalize_rows(vectors)
         return EmbeddingResult(vectors=vectors, token_counts=[count for _, count in prepared])
 
     def embed_tokens(self, ids: list[list[int]], *, batch_size: int = 32) -> Any:

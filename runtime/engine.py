@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxg.runtime.errors import OnnxgError
+from onnxg.runtime.errors import OnnxgError, short_message
 from onnxg.runtime.sampling import Sampler, log_softmax, top_logprobs
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class Engine:
             except Exception as exc:  # onnxruntime-genai refused (memory, bad input)
                 log.exception("prefill failed")
                 for job in {id(r.job): r.job for r in group}.values():
-                    job.events.put(("error", GenerationError(f"generation failed: {_short(exc)}")))
+                    job.events.put(("error", GenerationError(f"generation failed: {short_message(exc)}")))
 
     def _tick(self) -> None:
         if not self._batches and self._pending:
@@ -296,10 +296,5 @@ class Engine:
                 batch.step()
             except Exception as exc:
                 log.exception("decode step failed")
-                batch.fail(GenerationError(f"generation failed: {_short(exc)}"))
+                batch.fail(GenerationError(f"generation failed: {short_message(exc)}"))
         self._reap()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

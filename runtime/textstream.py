@@ -101,7 +101,6 @@ class ReasoningSplitter:
     def __init__(self, *, in_reasoning: bool = False) -> None:
         self.in_reasoning = in_reasoning
         self._started = in_reasoning  # past the point where an opening tag may appear
-        self._closed = False
         self._strip_answer = False
         self._buffer = ""
 
@@ -124,7 +123,7 @@ class ReasoningSplitter:
                 if at >= 0:
                     reasoning += self._buffer[:at]
                     self._buffer = self._buffer[at + len(THINK_CLOSE):]
-                    self.in_reasoning, self._closed, self._strip_answer = False, True, True
+                    self.in_reasoning, self._strip_answer = False, True
                     continue
                 keep = _held_tail(self._buffer, [THINK_CLOSE])
                 cut = len(self._buffer) - keep

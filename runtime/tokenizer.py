@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from onnxg.runtime.errors import ModelLoadError
+from onnxg.runtime.errors import ModelLoadError, short_message
 
 SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 PAD_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>", "</s>")
@@ -52,7 +52,7 @@ class HFTokenizer:
         try:
             self._tok = RustTokenizer.from_file(str(path))
         except Exception as exc:  # the Rust error text is not for users
-            raise ModelLoadError(f"cannot read {path.name}: {str(exc).splitlines()[0][:200]}",
+            raise ModelLoadError(f"cannot read {path.name}: {short_message(exc)}",
                                  hint="the tokenizer file is damaged or from an unsupported tokenizers version") from None
         padding = self._tok.padding
         self._tok.no_padding()

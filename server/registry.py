@@ -36,7 +36,7 @@ class Registry:
             return model_id, self.chat[model_id]
         if model_id in self.embedding:
             raise InvalidRequest(f"'{model_id}' is an embedding model: use /v1/embeddings", param="model")
-        raise _unknown(model_id, self.ids)
+        raise unknown_model(model_id, self.ids)
 
     def embedding_model(self, model_id: str) -> tuple[str, Any]:
         """(id, embedding model) for ``model_id``; an empty id means the first one served."""
@@ -46,7 +46,7 @@ class Registry:
             return model_id, self.embedding[model_id]
         if model_id in self.chat:
             raise InvalidRequest(f"'{model_id}' is a chat model: use /v1/chat/completions", param="model")
-        raise _unknown(model_id, self.ids)
+        raise unknown_model(model_id, self.ids)
 
     def close(self) -> None:
         for model in [*self.chat.values(), *self.embedding.values()]:
@@ -58,7 +58,7 @@ class Registry:
                     log.warning("closing %s failed", getattr(model, "name", "?"), exc_info=True)
 
 
-def _unknown(model_id: str, ids: list[str]) -> ModelNotFound:
+def unknown_model(model_id: str, ids: list[str]) -> ModelNotFound:
     if not model_id:
         return ModelNotFound("No model of this kind is served; name one with 'model'.", param="model")
     shown = model_id if len(model_id) <= 200 else model_id[:200] + "..."

@@ -68,6 +68,23 @@ def test_bench_missing_model() -> None:
     assert done.returncode == 1 and "Traceback" not in done.stderr
 
 
+def test_bench_unreachable_server_is_a_one_line_error() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port with nothing listening once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    done = subprocess.run(
+        [sys.executable, "-m", "onnxg.cli.main", "bench", "--server", url, "--kind", "chat", "-r", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Internal error" not in done.stderr and "Traceback" not in done.stderr
+    assert f"cannot reach an onnxg server at {url}" in done.stderr
+    assert len([line for line in done.stderr.splitlines() if "Error" in line]) == 1
+
+
 def test_bench_through_a_running_server(tiny_chat_model: Path, tiny_embed_model: Path, tmp_path: Path) -> None:
     from serverkit import ServerProcess
 
@@ -80,3 +97,20 @@ def test_bench_through_a_running_server(tiny_chat_model: Path, tiny_embed_model:
         embed = run_bench(tiny_embed_model.name, "--server", srv.url, "--kind", "embedding", "-b", "2",
                           "--sentences", "8", "-r", "1")
         assert check_schema(embed, "embedding")["sentences_per_s_b2"]["median"] > 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--sentences", "0", "--kind", "embedding"], "--sentences must be at least 1"),
+    (["--prompt-tokens", "0"], "--prompt-tokens must be at least 1"),
+    (["--max-tokens", "1"], "--max-tokens must be at least 2"),
+    (["-b", "4", "-b", "0", "--kind", "embedding"], "--batch-size must be at least 1"),
+])
+def test_bench_bad_numbers_fail_before_the_default_model_is_resolved(args: list[str], message: str) -> None:
+    done = subprocess.run(  # no MODEL: the default would be looked up (or converted) first
+        [sys.executable, "-m", "onnxg.cli.main", "bench", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0].startswith(f"Error: {message}, not ")
+    assert "Traceback" not in done.stderr

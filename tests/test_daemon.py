@@ -204,20 +204,10 @@ def test_status_and_stop_with_nothing_running(capsys) -> None:
 # ------------------------------------------------------------------ end to end: onnxg serve --detach
 
 
-def _serve_has_detach() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxg.cli.serve") is not None
-
-
-needs_detach = pytest.mark.skipif(not _serve_has_detach(), reason="`onnxg serve` is not there yet")
-
-
 def _cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_text().split("\0") if Path("/proc/self").exists() else []
 
 
-@needs_detach
 def test_detach_status_stop_end_to_end(tiny_chat_model, free_port) -> None:
     import urllib.request
 
@@ -260,7 +250,6 @@ def test_detach_status_stop_end_to_end(tiny_chat_model, free_port) -> None:
             os.kill(record.pid, signal.SIGKILL)
 
 
-@needs_detach
 def test_detach_on_a_port_held_by_a_plain_listener_exits_1(tiny_chat_model, free_port) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", free_port))
@@ -271,7 +260,6 @@ def test_detach_on_a_port_held_by_a_plain_listener_exits_1(tiny_chat_model, free
     assert daemon.list_records() == []
 
 
-@needs_detach
 def test_detach_of_a_server_that_dies_points_at_the_log(tmp_path, free_port) -> None:
     broken = tmp_path / "broken-model"
     broken.mkdir()

@@ -27,7 +27,7 @@ from onnxg.server.protocol import (
     Usage,
 )
 from onnxg.server.registry import Registry
-from onnxg.server.routes.common import FINGERPRINT, generate, new_id, now, options, sse
+from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, options, sse, stream_response
 
 
 def to_messages(items: list[ChatMessage]) -> list[Any]:
@@ -144,11 +144,10 @@ async def chat_completions(request: Request, registry: Registry, slots: Slots, m
         logprobs=bool(req.logprobs),
         top_logprobs=req.top_logprobs or 0,
     )
-    generated = await generate(model, model_id, messages, opts, ChatFormat(model_id, opts.n, opts.logprobs),
-                               req=req, slots=slots, metrics=metrics, started=started)
-    if not isinstance(generated, tuple):
-        return generated
-    result, usage = generated
+    if req.stream:
+        return await stream_response(model, model_id, messages, opts, ChatFormat(model_id, opts.n, opts.logprobs),
+                                     stream_options=req.stream_options, slots=slots, metrics=metrics, started=started)
+    result, usage = await complete(model, model_id, messages, opts, slots=slots, metrics=metrics)
     choices = [
         ChatChoice(
             index=c.index,

@@ -7,14 +7,19 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from onnxg import __version__
-from onnxg.runtime.errors import OnnxgError
 from onnxg.server.bridge import ThreadedIterator
-from onnxg.server.errors import from_onnxg, invalid, sse_error
-from onnxg.server.limits import Slot
-from onnxg.server.protocol import Usage
+from onnxg.server.errors import invalid, sse_error
+from onnxg.server.limits import Slot, Slots
+from onnxg.server.metrics import Metrics
+from onnxg.server.protocol import StreamOptions, Usage
+
+if TYPE_CHECKING:
+    from litestar.response import Stream
+
+    from onnxg.runtime.chat import ChatModel, GenerationOptions, Result
 
 FINGERPRINT = f"onnxg-{__version__}"
 DONE = b"data: [DONE]\n\n"
@@ -44,7 +49,7 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
     return stops
 
 
-def options(req: Any, *, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> Any:
+def options(req: Any, *, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> GenerationOptions:
     """Runtime ``GenerationOptions`` from a request's OpenAI fields (None = OpenAI's default)."""
     from onnxg.runtime.chat import GenerationOptions
 
@@ -64,10 +69,7 @@ def options(req: Any, *, max_tokens: int | None, logprobs: bool, top_logprobs: i
         logprobs=logprobs,
         top_logprobs=top_logprobs,
     )
-    try:
-        opts.validate()
-    except OnnxgError as exc:
-        raise from_onnxg(exc) from None
+    opts.validate()  # an OnnxgError: errors.handle answers it as OpenAI's error JSON
     return opts
 
 
@@ -151,9 +153,7 @@ def event_stream(
                     if data is not None:
                         yield data
                 else:
-                    usage = Usage(
-                        item.prompt_tokens, item.completion_tokens, item.prompt_tokens + item.completion_tokens
-                    )
+                    usage = wire_usage(item)
                 try:
                     item = await iterator.__anext__()
                 except StopAsyncIteration:
@@ -176,45 +176,54 @@ def event_stream(
     return generator
 
 
-async def generate(
-    model: Any,
+def wire_usage(usage: Any) -> Usage:
+    """OpenAI's usage object from the runtime's token counts (a ``runtime.chat.Usage``)."""
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens)
+
+
+async def stream_response(
+    model: ChatModel,
     model_id: str,
     prompt: Any,
-    opts: Any,
-    fmt: Any,
+    opts: GenerationOptions,
+    fmt: StreamFormat,
     *,
-    req: Any,
-    slots: Any,
-    metrics: Any,
+    stream_options: StreamOptions | None,
+    slots: Slots,
+    metrics: Metrics,
     started: float,
-) -> tuple[Any, Usage] | Any:
-    """Run one chat or legacy completion: a ``Stream`` of SSE events when ``req.stream``,
-    else ``(result, usage)`` for the route to shape. Holds a concurrency slot meanwhile."""
-    import anyio
+) -> Stream:
+    """One streamed chat or legacy completion: the SSE response, holding a concurrency slot
+    until the stream ends."""
     from litestar.response import Stream
 
     slot = slots.acquire()
-    if req.stream:
-        first, iterator = await open_stream(lambda cancel: model.stream(prompt, opts, cancel=cancel), slot)
-        body = event_stream(
-            fmt,
-            first,
-            iterator,
-            slot,
-            n=opts.n,
-            include_usage=bool(req.stream_options and req.stream_options.include_usage),
-            on_first_token=lambda: metrics.first_token(model_id, time.perf_counter() - started),
-            on_usage=lambda u: metrics.tokens(model_id, u.prompt_tokens, u.completion_tokens),
-        )
-        return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS, status_code=200)
+    first, iterator = await open_stream(lambda cancel: model.stream(prompt, opts, cancel=cancel), slot)
+    body = event_stream(
+        fmt,
+        first,
+        iterator,
+        slot,
+        n=opts.n,
+        include_usage=bool(stream_options and stream_options.include_usage),
+        on_first_token=lambda: metrics.first_token(model_id, time.perf_counter() - started),
+        on_usage=lambda u: metrics.tokens(model_id, u.prompt_tokens, u.completion_tokens),
+    )
+    return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS, status_code=200)
+
+
+async def complete(
+    model: ChatModel, model_id: str, prompt: Any, opts: GenerationOptions, *, slots: Slots, metrics: Metrics
+) -> tuple[Result, Usage]:
+    """One non-streamed chat or legacy completion, holding a concurrency slot meanwhile:
+    the runtime's result (for the route to shape) and its usage."""
+    import anyio
+
+    slot = slots.acquire()
     try:
         result = await anyio.to_thread.run_sync(model.complete, prompt, opts)
     finally:
         slot.release()
-    usage = Usage(
-        result.usage.prompt_tokens,
-        result.usage.completion_tokens,
-        result.usage.prompt_tokens + result.usage.completion_tokens,
-    )
+    usage = wire_usage(result.usage)
     metrics.tokens(model_id, usage.prompt_tokens, usage.completion_tokens)
     return result, usage

@@ -19,7 +19,7 @@ from onnxg.server.protocol import (
     Usage,
 )
 from onnxg.server.registry import Registry
-from onnxg.server.routes.common import FINGERPRINT, generate, new_id, now, options, sse
+from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, options, sse, stream_response
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 
@@ -115,11 +115,11 @@ async def completions(request: Request, registry: Registry, slots: Slots, metric
         top_logprobs=req.logprobs or 0,
     )
     echo = prompt if req.echo else ""
-    generated = await generate(model, model_id, prompt, opts, CompletionFormat(model_id, opts.n, echo, opts.logprobs),
-                               req=req, slots=slots, metrics=metrics, started=started)
-    if not isinstance(generated, tuple):
-        return generated
-    result, usage = generated
+    if req.stream:
+        fmt = CompletionFormat(model_id, opts.n, echo, opts.logprobs)
+        return await stream_response(model, model_id, prompt, opts, fmt,
+                                     stream_options=req.stream_options, slots=slots, metrics=metrics, started=started)
+    result, usage = await complete(model, model_id, prompt, opts, slots=slots, metrics=metrics)
     choices = [
         CompletionChoice(
             text=echo + c.text,

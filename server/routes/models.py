@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from litestar import Response, get
 
-from onnxg.runtime.errors import ModelNotFound
 from onnxg.server.protocol import ENCODER, Model, ModelList
-from onnxg.server.registry import Registry
+from onnxg.server.registry import Registry, unknown_model
 
 OWNER = "onnxg"
 
@@ -21,5 +20,5 @@ async def list_models(registry: Registry) -> Response:
 async def retrieve_model(model_id: str, registry: Registry) -> Response:
     model_id = model_id.lstrip("/")
     if model_id not in registry.ids:
-        raise ModelNotFound(f"The model '{model_id[:200]}' does not exist", param="model")
+        raise unknown_model(model_id, registry.ids)
     return Response(ENCODER.encode(Model(model_id, "model", registry.created, OWNER)), media_type="application/json")
