@@ -188,15 +188,13 @@ def _check_provenance(checks: _Checks, folder: Path) -> None:
     except (OSError, ValueError) as exc:
         checks.add("onnxg.json", False, f"cannot be read: {_short(exc)}", "reconvert, or delete onnxg.json")
         return
-    files = data.get("files") if isinstance(data, dict) else None
-    entries: list[tuple[str, int | None]] = []
-    if isinstance(files, dict):
-        entries = [(k, (v or {}).get("size") if isinstance(v, dict) else None) for k, v in files.items()]
-    elif isinstance(files, list):
-        entries = [(f.get("path") or f.get("name"), f.get("size")) for f in files if isinstance(f, dict)]
+    from onnxg.runtime import store
+
+    entries = store.manifest_files(data) if isinstance(data, dict) else {}
     bad = []
-    for name, size in entries:
-        if not name or name == "onnxg.json":
+    for name, entry in entries.items():
+        size = entry.get("size")
+        if not name or name in ("None", store.MANIFEST):  # "None": a list entry with no path
             continue
         target = folder / name
         if not target.is_file():

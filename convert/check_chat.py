@@ -223,12 +223,6 @@ def _check_round_trip(checks: _Checks, folder: Path, vocab_size: Any) -> _OgToke
     return tok
 
 
-def _token_text(value: Any) -> str | None:
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
 def _check_template(checks: _Checks, folder: Path) -> None:
     try:
         render = _renderer(folder)
@@ -264,56 +258,14 @@ def _check_template(checks: _Checks, folder: Path) -> None:
 
 
 def _renderer(folder: Path) -> Any:
-    """A function rendering messages with this folder's template, as the chat runtime will."""
-    tokenizer_config: dict[str, Any] = {}
-    if (folder / "tokenizer_config.json").is_file():
-        tokenizer_config = _load_json(folder / "tokenizer_config.json")
-    bos = _token_text(tokenizer_config.get("bos_token")) or ""
-    eos = _token_text(tokenizer_config.get("eos_token")) or ""
-    try:
-        from onnxg.runtime import template as runtime_template
-    except ImportError:
-        runtime_template = None  # type: ignore[assignment]
-    if runtime_template is not None and hasattr(runtime_template, "load_template"):
-        # The chat runtime's own loader and renderer: what passes here renders the same when served.
-        if hasattr(runtime_template, "find_template") and runtime_template.find_template(folder) is None:
-            raise LookupError("no chat template (no chat_template.jinja, none in tokenizer_config.json)")
-        loaded = runtime_template.load_template(folder, None)  # a template that does not parse raises here
-        return lambda messages: loaded.render(messages, add_generation_prompt=True)
-    source = _template_source(folder, tokenizer_config)
-    return _jinja(source, bos, eos)
+    """A function rendering messages with this folder's template: the chat runtime's own loader and
+    renderer, so what passes here renders the same when served."""
+    from onnxg.runtime import template as runtime_template
 
-
-def _template_source(folder: Path, tokenizer_config: dict[str, Any]) -> str:
-    jinja_file = folder / "chat_template.jinja"
-    if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
-    if (folder / "chat_template.json").is_file():
-        value = _load_json(folder / "chat_template.json").get("chat_template")
-    else:
-        value = tokenizer_config.get("chat_template")
-    if isinstance(value, list):
-        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-        value = named.get("default") or next(iter(named.values()), None)
-    if not isinstance(value, str) or not value.strip():
+    if runtime_template.find_template(folder) is None:
         raise LookupError("no chat template (no chat_template.jinja, none in tokenizer_config.json)")
-    return value
-
-
-def _jinja(source: str, bos: str, eos: str) -> Any:
-    """jinja2 the way transformers sets it up (used when the chat runtime is not installed)."""
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False: json.dumps(x, indent=indent, ensure_ascii=ensure_ascii)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: __import__("datetime").datetime.now().strftime(fmt)
-    compiled = env.from_string(source)
-    return lambda messages: compiled.render(messages=messages, bos_token=bos, eos_token=eos, add_generation_prompt=True)
+    loaded = runtime_template.load_template(folder, None)  # a template that does not parse raises here
+    return lambda messages: loaded.render(messages, add_generation_prompt=True)
 
 
 def _check_limits(checks: _Checks, config: dict[str, Any]) -> None:

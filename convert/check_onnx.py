@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from onnxg.runtime import onnxproto
+from onnxg.runtime import onnxproto, pooling
 from onnxg.convert.check import (
     EXTENSIONS_DOMAIN,
     ORT_DOMAINS,
@@ -20,19 +20,11 @@ from onnxg.convert.check import (
     _short,
     _size,
 )
+from onnxg.runtime.errors import InvalidRequest, ModelLoadError
 
 TOKEN_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 POOLED_OUTPUTS = ("sentence_embedding", "pooler_output", "embeddings", "text_embeds")
-POOLING_KEYS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_lasttoken": "last",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-}
-POOLING_MODES = {"mean", "cls", "last", "max", "none", "multi-vector", "mean_sqrt_len", "weightedmean"}
 
 
 def check_weights(checks: _Checks, folder: Path, path: Path) -> onnxproto.OnnxInfo | None:
@@ -108,26 +100,23 @@ def _extensions_available() -> bool:
     return importlib.util.find_spec("onnxruntime_extensions") is not None
 
 
-def session(path: Path, custom_ops: bool) -> Any:
-    import onnxruntime as ort
+def session(path: Path, info: onnxproto.OnnxInfo) -> Any:
+    """The session the runtime itself opens: e2e's (custom ops registered) for string inputs, else embed's."""
+    if any(i.elem_type == "string" for i in info.inputs):
+        from onnxg.runtime.e2e import open_session
 
-    if custom_ops:
-        # As the runtime loads them: the extensions' ops + onnxg's TF-hash op (runtime/e2e.py).
-        from onnxg.runtime.e2e import session_options
+        return open_session(path, threads=1)
+    from onnxg.runtime.embed import _session
 
-        options = session_options(threads=1)
-    else:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return _session(path, 1)
 
 
 def _check_load(checks: _Checks, path: Path, info: onnxproto.OnnxInfo) -> Any:
     try:
-        sess = session(path, EXTENSIONS_DOMAIN in info.domains)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain RuntimeErrors/Fail
-        checks.add("load", False, f"onnxruntime cannot load {path.name}: {_short(exc)}",
+        sess = session(path, info)
+    except Exception as exc:  # noqa: BLE001 - ModelLoadError, or anything else onnxruntime raises
+        reason = exc.message if isinstance(exc, ModelLoadError) else f"onnxruntime cannot load {path.name}: {_short(exc)}"
+        checks.add("load", False, reason,
                    "the graph uses an operator or attribute this onnxruntime lacks (or a locale missing here): "
                    "convert again with the installed toolchain, or upgrade onnxruntime")
         return None
@@ -196,9 +185,6 @@ def _check_embed_tokenizer(checks: _Checks, folder: Path) -> None:
             sp = spm.SentencePieceProcessor(model_file=str(folder / name))
             ids = sp.encode(SAMPLE_TEXT)
             kind, size = "SentencePiece", sp.get_piece_size()
-    except ImportError as exc:
-        checks.add("tokenizer", False, f"{name}: {exc}", "pip install sentencepiece (needed for tokenizer.model)")
-        return
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
         checks.add("tokenizer", False, f"{name} cannot be loaded: {_short(exc)}", "copy a valid tokenizer file from the source model")
         return
@@ -206,67 +192,45 @@ def _check_embed_tokenizer(checks: _Checks, folder: Path) -> None:
                None if ids else "the tokenizer turns text into no tokens: wrong tokenizer file?")
 
 
-def pooling_metadata(folder: Path) -> tuple[str | None, bool, str]:
-    """(mode, normalize, where) from sentence-transformers metadata or onnxg.json."""
-    normalize = False
-    modules = folder / "modules.json"
-    if modules.is_file():
-        for module in _load_json(modules):
-            kind = str(module.get("type", ""))
-            if kind.endswith("Normalize"):
-                normalize = True
-        for module in _load_json(modules):
-            if str(module.get("type", "")).endswith("Pooling"):
-                config = folder / module.get("path", "") / "config.json"
-                if not config.is_file():
-                    raise ValueError(f"modules.json names {config.relative_to(folder)}, which is missing")
-                data = _load_json(config)
-                modes = [mode for key, mode in POOLING_KEYS.items() if data.get(key)]
-                if len(modes) != 1:
-                    raise ValueError(f"{config.relative_to(folder)} sets {len(modes)} pooling modes")
-                return modes[0], normalize, config.relative_to(folder).as_posix()
-    pooling_config = folder / "1_Pooling" / "config.json"
-    if pooling_config.is_file():
-        data = _load_json(pooling_config)
-        modes = [mode for key, mode in POOLING_KEYS.items() if data.get(key)]
-        if len(modes) == 1:
-            return modes[0], normalize, "1_Pooling/config.json"
-    meta = folder / "onnxg.json"
-    if meta.is_file():
-        data = _load_json(meta)
-        if isinstance(data, dict) and data.get("pooling"):
-            return str(data["pooling"]), bool(data.get("normalize", normalize)), "onnxg.json"
-    return None, normalize, ""
-
-
 def _check_pooling(checks: _Checks, folder: Path, info: onnxproto.OnnxInfo) -> None:
-    pooled_in_graph = any(o.name in POOLED_OUTPUTS for o in info.outputs)
+    """What the runtime will do: runtime/pooling.py reads the metadata, as EmbeddingModel.load does."""
+    from onnxg.runtime.embed import POOLED_OUTPUTS as RUNTIME_POOLED
+
     try:
-        mode, normalize, where = pooling_metadata(folder)
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        config = pooling.read_config(folder)
+    except (ModelLoadError, InvalidRequest) as exc:
+        checks.add("pooling", False, f"pooling metadata is broken: {exc.message}",
+                   exc.hint or "fix or remove modules.json / 1_Pooling/config.json, or pass --pooling")
+        return
+    except (AttributeError, TypeError, ValueError) as exc:  # e.g. modules.json entries that are not objects
         checks.add("pooling", False, f"pooling metadata is broken: {_short(exc)}",
                    "fix or remove modules.json / 1_Pooling/config.json, or pass --pooling")
         return
-    if mode is None:
-        detail = "pooled inside the graph" if pooled_in_graph else "no pooling metadata: the runtime uses mean pooling (override with --pooling)"
-        checks.add("pooling", True, detail)
+    normalized = ", normalized" if config.normalize else ""
+    pooled = next((o.name for o in info.outputs
+                   if o.name in RUNTIME_POOLED and o.shape is not None and len(o.shape) == 2), None)
+    if pooled is not None:
+        checks.add("pooling", True, f"pooled inside the graph ({pooled}){normalized}")
         return
-    if mode not in POOLING_MODES:
-        checks.add("pooling", False, f"unknown pooling mode {mode!r} in {where}", f"use one of {', '.join(sorted(POOLING_MODES))}")
+    if config.unsupported:
+        checks.add("pooling", False,
+                   f"the sentence-transformers pipeline has a {config.unsupported[0]} module this graph lacks",
+                   "export the whole sentence-transformers pipeline (its sentence_embedding output)")
         return
-    checks.add("pooling", True, f"{mode}{', normalized' if normalize else ''} (from {where})")
+    if len(config.modes) > 1:
+        checks.add("pooling", False,
+                   f"{config.source} sets {len(config.modes)} pooling modes: the runtime concatenates "
+                   f"{config.name} into one vector",
+                   "a sentence-transformers model uses one pooling mode: fix 1_Pooling/config.json, or pass --pooling")
+        return
+    checks.add("pooling", True, f"{config.name}{normalized} (from {config.source})")
 
 
 def _run_embedding(checks: _Checks, folder: Path, path: Path) -> None:
     import numpy as np
 
-    try:
-        from onnxg.runtime.embed import EmbeddingModel
-    except ImportError:
-        EmbeddingModel = None  # type: ignore[assignment,misc]  # the runtime not there yet: skip
-    if EmbeddingModel is None:
-        checks.add("embed", False, "onnxg.runtime.embed is not available", "install onnxg with its embedding runtime")
-        return
+    from onnxg.runtime.embed import EmbeddingModel
+
     try:
         model = EmbeddingModel.load(folder, threads=1)
         vectors = np.asarray(model.embed([SAMPLE_TEXT]).vectors, dtype=np.float32)
@@ -295,20 +259,17 @@ def check_e2e(checks: _Checks, folder: Path, run: bool) -> None:
         return
     sess = _check_load(checks, path, info)
     if run and sess is not None and strings and floats:
-        _run_e2e(checks, folder, sess, strings[0].name, floats[0].name)
+        _run_e2e(checks, folder)
 
 
-def _run_e2e(checks: _Checks, folder: Path, sess: Any, text_input: str, output: str) -> None:
-    """One sample through the end-to-end runtime (or the bare session when it is not installed)."""
+def _run_e2e(checks: _Checks, folder: Path) -> None:
+    """One sample through the end-to-end runtime."""
     import numpy as np
 
+    from onnxg.runtime.e2e import E2EModel
+
     try:
-        try:
-            from onnxg.runtime.e2e import E2EModel
-        except ImportError:
-            arr = np.asarray(sess.run([output], {text_input: np.array([SAMPLE_TEXT], dtype=object)})[0])
-        else:
-            arr = np.asarray(E2EModel.load(folder, threads=1).embed([SAMPLE_TEXT]).vectors)
+        arr = np.asarray(E2EModel.load(folder, threads=1).embed([SAMPLE_TEXT]).vectors)
     except Exception as exc:  # noqa: BLE001 - OnnxgError or onnxruntime failure: report it
         checks.add("embed", False, f"running the model on a sample failed: {_short(exc)}",
                    getattr(exc, "hint", None) or "the text ops fail at run time: convert again and compare with TensorFlow")

@@ -17,7 +17,6 @@ convert once. The runtime's ``store.resolve`` knows only what is already on disk
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import os
 from collections.abc import Callable, Iterator
@@ -25,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxg.runtime import home, store
-from onnxg.runtime.errors import ConversionError, InvalidRequest, ModelLoadError, ModelNotFound
+from onnxg.runtime.errors import InvalidRequest, ModelLoadError, ModelNotFound
 
 EXTRA_HINT = "pip install 'onnxg[default-models]'"
-CONVERT_HINT = "pip install 'onnxg[convert]'"
 
 
 @dataclass(frozen=True)
@@ -75,51 +73,15 @@ def source(kind: str) -> Path:
 
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
-    root = home.ensure(home.models_dir())
-    with open(root / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _ready(folder: Path) -> bool:
-    return folder.is_dir() and (folder / store.MANIFEST).is_file() and not (folder / store.PULL_STATE).exists()
-
-
-def _pipeline() -> Callable[..., Path]:
-    try:
-        from onnxg.convert.pipeline import convert
-    except ImportError as exc:
-        raise ConversionError(
-            f"building this model needs the converter, which cannot be imported ({exc.name or exc})",
-            hint=CONVERT_HINT,
-        ) from exc
-    return convert
+    with home.file_lock(home.models_dir() / f".{name}.lock"):
+        yield
 
 
 def _convert(src: str, output: Path, progress: Callable[[str], None] | None, **options: object) -> Path:
-    convert = _pipeline()
-    try:
-        folder = Path(convert(src, output=output, progress=progress, **options))
-    except ImportError as exc:  # a converter dependency missing deep inside
-        raise ConversionError(
-            f"building {output.name} needs {exc.name or 'a package'} that is not installed", hint=CONVERT_HINT
-        ) from exc
-    _record_check(folder)
-    return folder
+    """Convert through the pipeline, whose check caches its passing verdict in onnxg.json."""
+    from onnxg.convert.pipeline import convert
 
-
-def _record_check(folder: Path) -> None:
-    """Cache the checker's verdict in onnxg.json, so `onnxg models` shows it without rerunning."""
-    if store.cached_check(folder) is not None:
-        return
-    try:
-        from onnxg.convert import check
-    except ImportError:
-        return
-    store.record_check(folder, check.check(folder))
+    return Path(convert(src, output=output, progress=progress, **options))
 
 
 def ensure_default(kind: str, progress: Callable[[str], None] | None = None) -> Path:
@@ -128,20 +90,16 @@ def ensure_default(kind: str, progress: Callable[[str], None] | None = None) -> 
     if spec is None:
         raise ModelNotFound(f"no default {kind!r} model", hint="use 'chat' or 'embedding'")
     folder = home.models_dir() / spec.name
-    if _ready(folder):
+    if store.is_complete(folder):
         return folder
     weights = source(kind)
     with _locked(spec.name):
-        if _ready(folder):  # another process built it while we waited
+        if store.is_complete(folder):  # another process built it while we waited
             return folder
         if progress:
             progress(f"building the default {kind} model {spec.name} from {spec.package} (once)")
         return _convert(str(weights), folder, progress, task=spec.task, precision=spec.precision, ep="cpu",
                         extra=dict(spec.extra), force=folder.exists())  # replaces a broken leftover
-
-
-def ensure_defaults(progress: Callable[[str], None] | None = None) -> list[Path]:
-    return [ensure_default("chat", progress), ensure_default("embedding", progress)]
 
 
 def recipe_store_name(recipe: object) -> str:
@@ -163,10 +121,10 @@ def ensure_recipe(name: str, progress: Callable[[str], None] | None = None) -> P
             hint="`onnxg convert --list` shows the recipes that work",
         )
     folder = home.models_dir() / recipe_store_name(recipe)
-    if _ready(folder):
+    if store.is_complete(folder):
         return folder
     with _locked(folder.name):
-        if _ready(folder):
+        if store.is_complete(folder):
             return folder
         if progress:
             progress(f"converting recipe {name} from {recipe.source} (once)")

@@ -17,7 +17,6 @@ from typing import Any
 
 from onnxg.runtime.errors import ConversionError, OnnxgError
 
-PRECISIONS = ("int4", "int8", "fp16", "fp32")
 EPS = ("cpu", "cuda", "dml", "webgpu")
 # What the builder accepts (its -p/-e choices); fp32 on dml/webgpu and fp16 on cpu are not.
 SUPPORTED = {

@@ -211,10 +211,8 @@ def prebuilt(ref: str) -> str | None:
     """A recipe name stands for the ready ONNX repo its recipe names (``prebuilt``)."""
     if "/" in ref or not store.is_store_name(ref):
         return None
-    try:
-        from onnxg.convert import recipes
-    except ImportError:
-        return None
+    from onnxg.convert import recipes
+
     try:
         recipe = recipes.get(ref)
     except Exception:

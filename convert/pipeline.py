@@ -14,7 +14,6 @@ import datetime as dt
 import fcntl
 import hashlib
 import importlib
-import importlib.util
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxg.runtime import home
+from onnxg.runtime import home, store
 from onnxg.runtime.errors import ConversionError, InvalidRequest, OnnxgError
 
 TASKS = ("auto", "chat", "embed")
@@ -208,8 +207,8 @@ def _local(ref: str, path: Path) -> Source:
 
 
 def _recipe(name: str) -> Any:
-    """The recipe called ``name``, or None (also when the recipes module is not there)."""
-    if "/" in name or importlib.util.find_spec("onnxg.convert.recipes") is None:
+    """The recipe called ``name``, or None."""
+    if "/" in name:
         return None
     from onnxg.convert import recipes
 
@@ -218,39 +217,35 @@ def _recipe(name: str) -> Any:
 
 def _download(repo: str, revision: str | None, progress: Callable[[str], None] | None,
               subfolder: str = "") -> Source:
-    """snapshot_download into ONNXG_HOME/cache (HF_TOKEN and HF_HUB_OFFLINE honoured).
+    """snapshot_download into ONNXG_HOME/cache (HF_TOKEN, HF_HUB_OFFLINE and ONNXG_OFFLINE honoured).
 
     ``owner/name/sub/folder`` converts the model in that folder of the repo.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from onnxg.convert import hub
 
     if progress:
         progress(f"download {repo}" + (f"@{revision}" if revision else ""))
     token = os.environ.get("HF_TOKEN") or None
+    offline = hub.offline()
     try:
         folder = Path(snapshot_download(
             repo, revision=revision, cache_dir=str(home.ensure(home.cache_dir() / "hub")), token=token,
-            ignore_patterns=_ignore_patterns(repo, revision, token),
+            ignore_patterns=_ignore_patterns(repo, revision, token, offline), local_files_only=offline,
         ))
-    except GatedRepoError:
-        raise ConversionError(f"{repo} is gated", "accept its licence on huggingface.co and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise ConversionError(f"no repository {repo} on the Hugging Face hub (or it is private)",
-                              "check the id, or set HF_TOKEN for a private repo") from None
-    except RevisionNotFoundError:
-        raise ConversionError(f"{repo} has no revision {revision!r}", "check --revision") from None
     except LocalEntryNotFoundError:
-        raise ConversionError(f"cannot download {repo}: offline and not in the cache",
-                              "connect to the network (and unset HF_HUB_OFFLINE), or pass a local folder") from None
-    except OSError as exc:
-        raise ConversionError(f"cannot download {repo}: {exc}".splitlines()[0][:300],
-                              "check the network, or pass a local folder") from None
+        if offline:
+            raise ConversionError(f"cannot download {repo}: offline and not in the cache",
+                                  "connect to the network (and unset HF_HUB_OFFLINE / ONNXG_OFFLINE), "
+                                  "or pass a local folder") from None
+        raise ConversionError(f"cannot download {repo}: the hub is unreachable and it is not in the cache",
+                              "check the network (or HF_ENDPOINT), or pass a local folder") from None
+    except OnnxgError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - gated, not found, 401/403/5xx, network: one line each
+        raise hub.hub_error(exc, hub.PullRef(repo, subfolder, revision)) from None
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision
     if subfolder:
         folder = folder / subfolder
@@ -263,10 +258,10 @@ def _download(repo: str, revision: str | None, progress: Callable[[str], None] |
     return src
 
 
-def _ignore_patterns(repo: str, revision: str | None, token: str | None) -> list[str]:
+def _ignore_patterns(repo: str, revision: str | None, token: str | None, offline: bool) -> list[str]:
     """Skip other frameworks' weights, and .bin copies when safetensors exist."""
     patterns = list(_IGNORE)
-    if os.environ.get("HF_HUB_OFFLINE", "") in ("", "0"):
+    if not offline:
         try:
             from huggingface_hub import HfApi
 
@@ -322,11 +317,7 @@ def default_precision(task: str) -> str:
 def backend(task: str) -> Any:
     """The backend module for a task: genai (chat), optimum (embed), tf (SavedModel)."""
     module = {"chat": "genai", "embed": "optimum", "tf": "tf"}[task]
-    name = f"onnxg.convert.{module}"
-    if importlib.util.find_spec(name) is None:
-        raise ConversionError(f"this onnxg has no {module} converter (needed for {task} models)",
-                              "install onnxg with the convert extra: pip install 'onnxg[convert]'")
-    return importlib.import_module(name)
+    return importlib.import_module(f"onnxg.convert.{module}")
 
 
 # -- the output ------------------------------------------------------------------------
@@ -344,9 +335,14 @@ def _log(log: Path, line: str) -> None:
 
 @contextlib.contextmanager
 def _output_lock(output: Path) -> Iterator[None]:
-    """One conversion per output at a time; the lock dies with its process (even SIGKILL)."""
-    lock_path = output.parent / f".{output.name}.onnxg-lock"
-    with open(lock_path, "w") as handle:
+    """One conversion per output at a time; the lock dies with its process (even SIGKILL).
+
+    The lock file stays (deleting it would let a process on the old inode and a newcomer on a
+    new file both hold the lock), in ONNXG_HOME/locks rather than next to the output.
+    """
+    key = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:24]
+    lock_path = home.ensure(home.home() / "locks") / f"convert-{_safe_name(output.name)}-{key}.lock"
+    with open(lock_path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -356,7 +352,6 @@ def _output_lock(output: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-            lock_path.unlink(missing_ok=True)
 
 
 def _remove_partials(output: Path) -> None:
@@ -374,26 +369,15 @@ def install_chat_template(folder: Path, template: str) -> None:
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_provenance(folder: Path, src: Source, task: str, precision: str, ep: str, extra: dict[str, str],
                      trust_remote_code: bool, fields: dict[str, Any]) -> dict[str, Any]:
     """``onnxg.json``: where the model came from, how it was made, and every file's sha256."""
     from onnxg import __version__
 
-    files = [
-        {"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)}
-        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "onnxg.json"
-    ]
+    files = [{"path": rel, **entry} for rel, entry in store.file_entries(folder).items()]
     data = {
         "onnxg": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": store.now_iso(),
         "source": {
             "ref": src.ref, "kind": src.kind, "repo": src.repo, "subfolder": src.subfolder, "revision": src.revision,
             "path": None if src.repo else str(src.path),
@@ -407,18 +391,17 @@ def write_provenance(folder: Path, src: Source, task: str, precision: str, ep: s
         **fields,
         "files": files,
     }
-    (folder / "onnxg.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    data = json.loads(json.dumps(data, default=str))  # paths and the like as strings
+    store.write_manifest(folder, data)
     return data
 
 
 def run_check(folder: Path, log: Path, progress: Callable[[str], None], *, smoke: bool = True) -> None:
-    """The checker on the finished folder, when this onnxg has one.
+    """The checker on the finished folder; a passing report is cached in onnxg.json.
 
     ``smoke`` adds its one-token / one-vector run; a model made for another EP (cuda, dml,
     webgpu) is not run here, since this machine's runtime may not have that provider.
     """
-    if importlib.util.find_spec("onnxg.convert.check") is None:
-        return
     from onnxg.convert import check
 
     progress("check" if smoke else "check (no smoke run: the model targets another EP)")
@@ -430,10 +413,7 @@ def run_check(folder: Path, log: Path, progress: Callable[[str], None], *, smoke
     for item in report.items:
         _log(log, f"check {'ok  ' if item.ok else 'FAIL'} {item.name}: {item.detail}")
     if not failed:
-        from onnxg.runtime import store
-
-        if hasattr(store, "record_check"):  # `onnxg models` shows the cached result
-            store.record_check(folder, report)
+        store.record_check(folder, report)  # `onnxg models` shows the cached result
     if failed:
         first = failed[0]
         raise ConversionError(

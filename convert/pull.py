@@ -166,10 +166,6 @@ def _check_target(folder: Path, ref: PullRef) -> None:
     )
 
 
-def _complete(folder: Path) -> bool:
-    return folder.is_dir() and (folder / store.MANIFEST).is_file() and not (folder / store.PULL_STATE).exists()
-
-
 def _git_sha1(path: Path, size: int) -> str:
     digest = hashlib.sha1(f"blob {size}\0".encode())
     with open(path, "rb") as handle:
@@ -261,7 +257,7 @@ def pull(
         return result
 
     if hub.offline():
-        if _complete(folder):
+        if store.is_complete(folder):
             return local_copy("offline mode (HF_HUB_OFFLINE): using the copy already in the store")
         raise HubUnreachable(
             f"offline mode is on and {pref} is not in the store",
@@ -273,7 +269,7 @@ def pull(
         raise
     except Exception as exc:
         error = hub.hub_error(exc, pref)
-        if isinstance(error, HubUnreachable) and _complete(folder):
+        if isinstance(error, HubUnreachable) and store.is_complete(folder):
             return local_copy(f"cannot reach the hub at {hub.endpoint()}: using the copy already in the store")
         raise error from exc
     result.revision = commit
@@ -392,10 +388,8 @@ def _record(folder: Path, pref: PullRef, commit: str, known: dict[str, dict[str,
 
 
 def _check(folder: Path, result: PullResult, listener: PullProgress) -> None:
-    try:
-        from onnxg.convert import check as checker
-    except ImportError:
-        return  # the checker is optional: without it the model is simply not marked checked
+    from onnxg.convert import check as checker
+
     listener.step("checking the model (onnxg check)")
     report = checker.check(folder)
     store.record_check(folder, report)

@@ -243,10 +243,6 @@ def load_all() -> list[Recipe]:
     return sorted(_all(), key=lambda r: (order[r.task], r.name))
 
 
-def names() -> list[str]:
-    return [recipe.name for recipe in load_all()]
-
-
 def get(name: str) -> Recipe | None:
     """The recipe called ``name`` (case-insensitive), or None."""
     wanted = name.strip().lower()

@@ -23,7 +23,6 @@ from typing import Any
 from onnxg.runtime.errors import ConversionError, ToolchainError
 
 CONVERTER = "tf2onnx"
-META = "model_io.json"
 DEFAULT_OPSET = 17
 PRECISIONS = ("fp32",)
 EPS = ("cpu", "cuda", "dml", "webgpu")

@@ -17,7 +17,6 @@ transformers<4.58. So each converter runs as a subprocess (a worker script in
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -126,13 +125,8 @@ def _venv_python(path: Path) -> Path:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    home.ensure(path.parent)
-    with open(path.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with home.file_lock(path.with_suffix(".lock")):
+        yield
 
 
 @dataclass(frozen=True)

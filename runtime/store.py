@@ -96,6 +96,11 @@ def _require_complete(folder: Path) -> None:
         )
 
 
+def is_complete(folder: Path) -> bool:
+    """A finished model folder: its ``onnxg.json`` is written and no pull is still filling it."""
+    return folder.is_dir() and (folder / MANIFEST).is_file() and not (folder / PULL_STATE).exists()
+
+
 def model_id(path: Path) -> str:
     """The id a model is served under: its store name, or its folder's name."""
     return path.name

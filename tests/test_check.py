@@ -250,6 +250,30 @@ def test_embedding_broken_pooling(embed_copy: Path) -> None:
     assert "pooling modes" in detail and hint
 
 
+def test_embedding_pooling_only_config_agrees_with_runtime(embed_copy: Path) -> None:
+    """A lone 1_Pooling/config.json with the newer ``pooling_mode`` key: check and runtime both say cls."""
+    from onnxg.runtime.embed import EmbeddingModel
+
+    (embed_copy / "modules.json").unlink(missing_ok=True)
+    (embed_copy / "1_Pooling").mkdir(exist_ok=True)
+    (embed_copy / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "cls"}))
+    report = check(embed_copy)
+    assert item(report, "pooling").ok
+    assert item(report, "pooling").detail.startswith("cls")
+    assert EmbeddingModel.load(embed_copy, threads=1).pooling == "cls"
+
+
+def test_embedding_onnxg_json_pooling_is_not_what_runtime_reads(embed_copy: Path) -> None:
+    """onnxg.json's ``pooling`` is not pooling metadata for the runtime: check reports what it will use."""
+    from onnxg.runtime.embed import EmbeddingModel
+
+    meta = embed_copy / "onnxg.json"
+    data = json.loads(meta.read_text()) if meta.is_file() else {}
+    meta.write_text(json.dumps({**data, "pooling": "cls"}))
+    runtime = EmbeddingModel.load(embed_copy, threads=1).pooling
+    assert item(check(embed_copy), "pooling").detail.startswith(runtime)
+
+
 def test_embedding_missing_model(embed_copy: Path) -> None:
     for path in embed_copy.glob("*.onnx"):
         path.unlink()

@@ -13,8 +13,12 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from _orphan import exit_with_parent  # the worker script's own folder is on sys.path
+
 
 def run(fn: Callable[..., dict[str, Any] | None]) -> None:
+    """Run ``fn`` on the JSON argument; the worker dies with onnxg (see _orphan.py)."""
+    exit_with_parent()
     args = json.loads(sys.argv[1])
     result_path = args.pop("_result")
     try:

@@ -13,8 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from _orphan import exit_with_parent  # the script's own folder is on sys.path
-from _worker import run
+from _worker import run  # the script's own folder is on sys.path
 
 # What onnxg calls an option -> what the builder calls it (None: not a builder option).
 EP_NAMES = {"cpu": "cpu", "cuda": "cuda", "dml": "dml", "webgpu": "webgpu"}
@@ -91,7 +90,6 @@ def build(
     trust_remote_code: bool = False,
     config_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    exit_with_parent()
     from onnxruntime_genai.models import builder
 
     src, out = Path(source), Path(output)

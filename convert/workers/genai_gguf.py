@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _orphan import exit_with_parent  # the script's own folder is on sys.path
-from _worker import run
+from _worker import run  # the script's own folder is on sys.path
 
 
 def gguf_chat_template(path: Path) -> str | None:
@@ -32,7 +31,6 @@ def convert(gguf: str, out: str) -> dict:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    exit_with_parent()
     path = Path(gguf)
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from _orphan import exit_with_parent  # the script's own folder is on sys.path
-from _worker import run
+from _worker import run  # the script's own folder is on sys.path
 import tf_fixes
 
 META = "model_io.json"
@@ -243,7 +242,6 @@ def convert(source: str, output: str, opset: int = 17, tag: str = "serve", signa
             farmhash: str = "") -> dict[str, Any]:
     import onnx
 
-    exit_with_parent()
     out_dir = Path(output)
     texts = samples or SAMPLES
     # Fails early, naming the signatures there are; ``loaded`` must stay alive while ``fn`` is used.
