@@ -222,18 +222,8 @@ def stop(record: Record, grace: float | None = None) -> str:
 @contextlib.contextmanager
 def port_lock(port: int) -> Iterator[None]:
     """Serialise starts on one port, so two concurrent starts do not both spawn."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; starts are rare enough
+    with home.file_lock(run_dir() / "locks" / f"{port}.lock"):  # apart from the records
         yield
-        return
-    locks = home.ensure(run_dir() / "locks")  # apart from the records; never deleted (flock)
-    with open(locks / f"{port}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------- spawning

@@ -8,8 +8,6 @@ build leaves nothing that looks finished and parallel sessions build once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import inspect
 import json
@@ -19,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from onnxg.runtime import home
 
 
 def root() -> Path:
@@ -32,16 +32,6 @@ def toolchains() -> Path:
     return root() / "toolchains"
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def cached(name: str, spec: dict[str, Any], build: Callable[[Path], None]) -> Path:
     """The folder built by ``build(folder)`` for ``spec``; built once, then reused.
 
@@ -52,7 +42,7 @@ def cached(name: str, spec: dict[str, Any], build: Callable[[Path], None]) -> Pa
     models = root() / "models"
     models.mkdir(parents=True, exist_ok=True)
     final = models / f"{name}-{key}"
-    with _lock(models / f"{name}-{key}.lock"):
+    with home.file_lock(models / f"{name}-{key}.lock"):
         if final.is_dir():
             return final
         work = models / f".{name}-{key}.partial"
