@@ -18,8 +18,10 @@ from onnxg.runtime.errors import InvalidRequest
 if TYPE_CHECKING:
     import numpy as np
 
-    from onnxg.runtime.chat import ChatModel, Message
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.chat import GenaiChatModel
+
+    from onnxg.runtime.contracts import Message
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
 _lock = threading.Lock()
 _models: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Any] = {}
@@ -33,18 +35,18 @@ def _resolve(ref: str | Path | None, kind: Literal["chat", "embedding"]) -> Path
     return Path(defaults.default_model(kind))
 
 
-def load_chat(model: str | Path | None = None, **load_options: Any) -> ChatModel:
+def load_chat(model: str | Path | None = None, **load_options: Any) -> GenaiChatModel:
     """The chat model for ``model`` (default: the default chat model), loaded once and cached."""
-    from onnxg.runtime.chat import ChatModel
+    from onnxg.runtime.chat import GenaiChatModel
 
-    return _cached("chat", _resolve(model, "chat"), load_options, ChatModel.load)
+    return _cached("chat", _resolve(model, "chat"), load_options, GenaiChatModel.load)
 
 
-def load_embedding(model: str | Path | None = None, **load_options: Any) -> EmbeddingModel:
+def load_embedding(model: str | Path | None = None, **load_options: Any) -> OnnxEmbeddingModel:
     """The embedding model for ``model`` (default: the default one), loaded once and cached."""
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
-    return _cached("embedding", _resolve(model, "embedding"), load_options, EmbeddingModel.load)
+    return _cached("embedding", _resolve(model, "embedding"), load_options, OnnxEmbeddingModel.load)
 
 
 def _cached(kind: str, path: Path, options: Mapping[str, Any], load: Any) -> Any:
@@ -69,7 +71,7 @@ def unload() -> None:
 
 
 def _messages(prompt: str | Sequence[Message | Mapping[str, str]], system: str | None) -> list[Message]:
-    from onnxg.runtime.chat import Message
+    from onnxg.runtime.contracts import Message
 
     if isinstance(prompt, str):
         items: list[Message] = [Message("user", prompt)]
@@ -93,7 +95,7 @@ def _messages(prompt: str | Sequence[Message | Mapping[str, str]], system: str |
 
 
 def _options(options: Mapping[str, Any]) -> Any:
-    from onnxg.runtime.chat import GenerationOptions
+    from onnxg.runtime.options import GenerationOptions
 
     known = {f.name for f in fields(GenerationOptions)}
     unknown = sorted(set(options) - known)
@@ -144,8 +146,8 @@ def chat(
     return engine.complete(messages, opts).choices[0].text
 
 
-def _pieces(engine: ChatModel, messages: list[Message], opts: Any) -> Iterator[str]:
-    from onnxg.runtime.chat import Chunk
+def _pieces(engine: GenaiChatModel, messages: list[Message], opts: Any) -> Iterator[str]:
+    from onnxg.runtime.contracts import Chunk
 
     stream = engine.stream(messages, opts)
     try:

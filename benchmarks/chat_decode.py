@@ -4,7 +4,7 @@
 
 Measures, on one model (the real SmolLM2 int4 is the reference):
 - decode tokens/s of a bare ``og.Generator`` greedy loop (append_tokens, generate_next_token)
-  and of ``ChatModel.stream`` at temperature 0, in alternating rounds so that load on the
+  and of ``GenaiChatModel.stream`` at temperature 0, in alternating rounds so that load on the
   machine hits both alike; the ratio engine/bare (target >= 0.95);
 - total decode tokens/s with 1 and with 4 concurrent requests through the engine.
 Decode time runs from the first token to the last, so prefill is left out of both.
@@ -41,7 +41,8 @@ def bare_loop(model_dir: Path, prompt_ids: list[int], tokens: int, og_model: obj
 
 
 def engine_stream(llm: object, prompt: object, tokens: int) -> tuple[float, int]:
-    from onnxg.runtime.chat import GenerationOptions, Usage
+    from onnxg.runtime.contracts import Usage
+    from onnxg.runtime.options import GenerationOptions
 
     first = None
     usage = None
@@ -57,7 +58,8 @@ def engine_stream(llm: object, prompt: object, tokens: int) -> tuple[float, int]
 
 def concurrent(llm: object, prompt: str, tokens: int, clients: int) -> float:
     """Total generated tokens per second of wall time with ``clients`` requests at once."""
-    from onnxg.runtime.chat import GenerationOptions, Message, Usage
+    from onnxg.runtime.contracts import Message, Usage
+    from onnxg.runtime.options import GenerationOptions
 
     counts = [0] * clients
     barrier = threading.Barrier(clients + 1)
@@ -88,9 +90,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import onnxruntime_genai as og
-    from onnxg.runtime.chat import ChatModel, Message
+    from onnxg.runtime.chat import GenaiChatModel
+    from onnxg.runtime.contracts import Message
 
-    llm = ChatModel.load(args.model)
+    llm = GenaiChatModel.load(args.model)
     llm.warmup()
     messages = [Message("user", PROMPT)]
     prompt_ids = llm._tokenizer.encode(llm.render(messages), special=False)

@@ -105,9 +105,11 @@ def bare_og(path: Path, threads: int, max_tokens: int) -> Callable[[], dict[str,
 
 
 def onnxg_direct(path: Path, threads: int, max_tokens: int) -> tuple[Callable[[], dict[str, float]], Any]:
-    from onnxg.runtime.chat import ChatModel, Chunk, GenerationOptions
+    from onnxg.runtime.chat import GenaiChatModel
+    from onnxg.runtime.contracts import Chunk
+    from onnxg.runtime.options import GenerationOptions
 
-    model = ChatModel.load(path, threads=threads)
+    model = GenaiChatModel.load(path, threads=threads)
 
     def run() -> dict[str, float]:
         options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
@@ -303,10 +305,10 @@ def main() -> None:
 
         st_source = defaults.source("embedding")
         st = SentenceTransformer(str(st_source), device="cpu")
-        from onnxg.runtime.embed import EmbeddingModel
+        from onnxg.runtime.embed import OnnxEmbeddingModel
 
-        fp32 = EmbeddingModel.load(args.embed_model, threads=2)
-        int8 = EmbeddingModel.load(args.embed_int8_model, threads=2)
+        fp32 = OnnxEmbeddingModel.load(args.embed_model, threads=2)
+        int8 = OnnxEmbeddingModel.load(args.embed_int8_model, threads=2)
 
         def via_server(model_id: str) -> Callable[[list[str]], Any]:
             import httpx

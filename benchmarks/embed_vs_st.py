@@ -74,8 +74,8 @@ def cold_start(model: Path, runs: int = 3) -> dict[str, float]:
         proc.stdout.readline()
         walls.append(time.perf_counter() - started)
         proc.wait()
-    code = ("import time\nt=time.perf_counter()\nfrom onnxg.runtime.embed import EmbeddingModel\n"
-            f"EmbeddingModel.load({str(model)!r}, threads={THREADS})\nprint(time.perf_counter()-t)")
+    code = ("import time\nt=time.perf_counter()\nfrom onnxg.runtime.embed import OnnxEmbeddingModel\n"
+            f"OnnxEmbeddingModel.load({str(model)!r}, threads={THREADS})\nprint(time.perf_counter()-t)")
     loads = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
              for _ in range(runs)]
     return {"process_to_first_vector_s": statistics.median(walls), "model_load_s": statistics.median(loads)}
@@ -193,12 +193,12 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
     torch.set_num_threads(THREADS)
     st = SentenceTransformer(str(minilm_source()), device="cpu")
-    fp32 = EmbeddingModel.load(fp32_dir, threads=THREADS)
-    int8 = EmbeddingModel.load(int8_dir, threads=THREADS)
+    fp32 = OnnxEmbeddingModel.load(fp32_dir, threads=THREADS)
+    int8 = OnnxEmbeddingModel.load(int8_dir, threads=THREADS)
     engines = {
         "sentence-transformers": lambda: st.encode(texts, batch_size=BATCH, convert_to_numpy=True),
         "onnxg fp32": lambda: fp32.embed(texts, batch_size=BATCH),

@@ -6,9 +6,9 @@ Without --chat/--embed it uses the store's default models. Two figures, each a r
 server / direct (targets: decode >= 0.95, embeddings >= 0.9):
 
 * streamed decode tokens/s of one greedy answer: (tokens - 1) / (time of last token - time
-  of first token), through SSE with the official openai client vs ``ChatModel.stream``;
+  of first token), through SSE with the official openai client vs ``GenaiChatModel.stream``;
 * embeddings/s at batch 32: 32 sentences per call, through POST /v1/embeddings (base64, as
-  the openai client asks) vs ``EmbeddingModel.embed``.
+  the openai client asks) vs ``OnnxEmbeddingModel.embed``.
 
 Direct and served runs alternate (A B A B ...), never overlap, and each ratio is the median
 of the paired runs, so a machine whose load drifts (a shared CI box) biases neither side.
@@ -78,11 +78,15 @@ def start_server(chat: Path, embed: Path, threads: int | None) -> tuple[subproce
 def run(chat: Path, embed: Path, threads: int | None, max_tokens: int, repeat: int) -> dict[str, object]:
     from openai import OpenAI
 
-    from onnxg.runtime.chat import ChatModel, Chunk, GenerationOptions, Message
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.chat import GenaiChatModel
 
-    model = ChatModel.load(chat, threads=threads)
-    embedder = EmbeddingModel.load(embed, threads=threads)
+    from onnxg.runtime.contracts import Chunk, Message
+
+    from onnxg.runtime.options import GenerationOptions
+    from onnxg.runtime.embed import OnnxEmbeddingModel
+
+    model = GenaiChatModel.load(chat, threads=threads)
+    embedder = OnnxEmbeddingModel.load(embed, threads=threads)
     model.warmup()
     embedder.warmup()
     messages = [Message(**m) for m in PROMPT]

@@ -17,7 +17,9 @@ from onnxg.cli._common import ModelOpt, err, out, step
 from onnxg.runtime.errors import InvalidRequest, OnnxgError
 
 if TYPE_CHECKING:
-    from onnxg.runtime.chat import ChatModel, GenerationOptions, Message
+    from onnxg.runtime.chat import GenaiChatModel
+    from onnxg.runtime.contracts import Message
+    from onnxg.runtime.options import GenerationOptions
 
 HELP = (
     "Chat with a local model. With a PROMPT, streams one reply; with no PROMPT, reads it from "
@@ -47,7 +49,9 @@ def chat(
     as_json: Annotated[bool, typer.Option("--json", help="Print one OpenAI chat.completion object.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Time to first token and tokens/s on stderr.")] = False,
 ) -> None:
-    from onnxg.runtime.chat import ChatModel, GenerationOptions, Message
+    from onnxg.runtime.chat import GenaiChatModel
+    from onnxg.runtime.contracts import Message
+    from onnxg.runtime.options import GenerationOptions
 
     options = GenerationOptions(max_tokens=max_tokens, stop=list(stop or []))
     for name, value in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k), ("seed", seed)):
@@ -62,7 +66,7 @@ def chat(
             raise InvalidRequest("the prompt from stdin is empty", param="prompt")
 
     started = time.perf_counter()
-    llm = ChatModel.load(_model_ref(model), chat_template=str(chat_template) if chat_template else None, threads=threads)
+    llm = GenaiChatModel.load(_model_ref(model), chat_template=str(chat_template) if chat_template else None, threads=threads)
     if verbose:
         err.print(f"[dim]loaded {escape(llm.name)} in {time.perf_counter() - started:.2f}s[/dim]")
     history: list[Message] = [Message("system", system)] if system else []
@@ -88,10 +92,10 @@ def _model_ref(model: str | None) -> str | Path:
     return defaults.resolve(model, step) if model else defaults.default_model("chat", step)
 
 
-def _stream_reply(llm: ChatModel, messages: list[Message], options: GenerationOptions, verbose: bool,
+def _stream_reply(llm: GenaiChatModel, messages: list[Message], options: GenerationOptions, verbose: bool,
                   cancel: threading.Event | None = None) -> str:
     """Streams the reply to stdout (reasoning dimmed on stderr); returns the answer text."""
-    from onnxg.runtime.chat import Usage
+    from onnxg.runtime.contracts import Usage
 
     started = time.perf_counter()
     first: float | None = None
@@ -128,7 +132,7 @@ def _stream_reply(llm: ChatModel, messages: list[Message], options: GenerationOp
     return "".join(answer)
 
 
-def _print_json(llm: ChatModel, messages: list[Message], options: GenerationOptions) -> None:
+def _print_json(llm: GenaiChatModel, messages: list[Message], options: GenerationOptions) -> None:
     result = llm.complete(messages, options)
     choices: list[dict[str, Any]] = []
     for c in result.choices:
@@ -148,8 +152,8 @@ def _print_json(llm: ChatModel, messages: list[Message], options: GenerationOpti
     out.print(json.dumps(body, ensure_ascii=False, indent=2), markup=False, highlight=False)
 
 
-def _interactive(llm: ChatModel, history: list[Message], options: GenerationOptions, verbose: bool) -> None:
-    from onnxg.runtime.chat import Message
+def _interactive(llm: GenaiChatModel, history: list[Message], options: GenerationOptions, verbose: bool) -> None:
+    from onnxg.runtime.contracts import Message
 
     system = list(history)
     err.print(f"[bold]{escape(llm.name)}[/bold] [dim]· /reset clears the history · /exit or Ctrl-D leaves[/dim]")

@@ -142,13 +142,13 @@ def _load_model(model: str | None, threads: int | None, pooling: str | None, nor
                 max_length: int | None, truncate: bool) -> Any:
     from onnxg.convert import defaults
     from onnxg.runtime import store
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
     path = defaults.resolve(model, step) if model is not None else defaults.default_model("embedding", step)
     kind = store.kind(path)
     if kind == "chat":
         raise InvalidRequest(f"{path.name} is a chat model; onnxg embed needs an embedding model", param="model")
-    return EmbeddingModel.load(path, threads=threads, pooling=pooling, normalize=normalize,
+    return OnnxEmbeddingModel.load(path, threads=threads, pooling=pooling, normalize=normalize,
                                max_length=max_length, truncate=truncate)
 
 

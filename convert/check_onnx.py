@@ -193,7 +193,7 @@ def _check_embed_tokenizer(checks: _Checks, folder: Path) -> None:
 
 
 def _check_pooling(checks: _Checks, folder: Path, info: onnxproto.OnnxInfo) -> None:
-    """What the runtime will do: runtime/pooling.py reads the metadata, as EmbeddingModel.load does."""
+    """What the runtime will do: runtime/pooling.py reads the metadata, as OnnxEmbeddingModel.load does."""
     from onnxg.runtime.embed import POOLED_OUTPUTS as RUNTIME_POOLED
 
     try:
@@ -229,10 +229,10 @@ def _check_pooling(checks: _Checks, folder: Path, info: onnxproto.OnnxInfo) -> N
 def _run_embedding(checks: _Checks, folder: Path, path: Path) -> None:
     import numpy as np
 
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
     try:
-        model = EmbeddingModel.load(folder, threads=1)
+        model = OnnxEmbeddingModel.load(folder, threads=1)
         vectors = np.asarray(model.embed([SAMPLE_TEXT]).vectors, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 - OnnxgError or onnxruntime failure: report it
         checks.add("embed", False, f"embedding a sample failed: {_short(exc)}", getattr(exc, "hint", None) or "see the error above")

@@ -212,11 +212,11 @@ def verify(work: Path, reference: Path | None, extra: dict[str, str]) -> dict[st
     """Embed sample sentences with onnxg's runtime; for int8 compare with the fp32 export."""
     import numpy as np
 
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
     sentences = list(CHECK_SENTENCES)
     try:
-        model = EmbeddingModel.load(work)
+        model = OnnxEmbeddingModel.load(work)
         vectors = model.embed(sentences).vectors
     except OnnxgError as exc:
         raise ConversionError(f"the converted model does not embed: {exc.message}", hint=exc.hint) from None
@@ -225,7 +225,7 @@ def verify(work: Path, reference: Path | None, extra: dict[str, str]) -> dict[st
     result: dict[str, Any] = {"dimensions": model.dimensions, "max_length": model.max_length,
                               "pooling": model.pooling, "normalize": model.normalize}
     if reference is not None:
-        base = EmbeddingModel.load(reference).embed(sentences).vectors
+        base = OnnxEmbeddingModel.load(reference).embed(sentences).vectors
         cos = _cosines(vectors, base)
         mean, low = float(cos.mean()), float(cos.min())
         result["vs_fp32"] = {"mean_cosine": round(mean, 5), "min_cosine": round(low, 5), "sentences": len(sentences)}

@@ -129,10 +129,10 @@ def _time_stream(items: Iterator[Any], usage_of: Callable[[Any], tuple[int, int]
 
 class _LocalChat:
     def __init__(self, ref: str, threads: int | None) -> None:
-        from onnxg.runtime.chat import ChatModel
+        from onnxg.runtime.chat import GenaiChatModel
 
         start = time.perf_counter()
-        self.model = ChatModel.load(ref, threads=threads)
+        self.model = GenaiChatModel.load(ref, threads=threads)
         self.load_seconds = time.perf_counter() - start
         self.name = self.model.name
 
@@ -140,7 +140,8 @@ class _LocalChat:
         return self.model.count_tokens(text)
 
     def request(self, prompt: str, max_tokens: int) -> _Timed:
-        from onnxg.runtime.chat import GenerationOptions, Usage
+        from onnxg.runtime.contracts import Usage
+        from onnxg.runtime.options import GenerationOptions
 
         options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
         return _time_stream(
@@ -352,10 +353,10 @@ def _bench_embed(
 
         load_seconds = None
     else:
-        from onnxg.runtime.embed import EmbeddingModel
+        from onnxg.runtime.embed import OnnxEmbeddingModel
 
         start = time.perf_counter()
-        model = EmbeddingModel.load(str(ref), threads=threads)
+        model = OnnxEmbeddingModel.load(str(ref), threads=threads)
         load_seconds = time.perf_counter() - start
         name = model.name
 

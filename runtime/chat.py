@@ -1,4 +1,4 @@
-"""Chat on onnxruntime-genai: the ``ChatModel`` contract of docs/runtime-api.md.
+"""Chat on onnxruntime-genai: the ``GenaiChatModel`` contract of docs/runtime-api.md.
 
 Loading checks the folder first, so a folder that is not a model gets an error naming what is
 missing rather than onnxruntime-genai's C++ text. Prompts are rendered with the model's chat
@@ -13,138 +13,23 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from onnxg.runtime import store
+from onnxg.runtime.contracts import Chunk, Message, Prompt, Result, TokenLogprob, Usage, collect
 from onnxg.runtime.engine import Engine, GenerationError, Job, Row
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
+from onnxg.runtime.layout import Kind
+from onnxg.runtime.options import GenerationOptions
 from onnxg.runtime.sampling import Sampler
 from onnxg.runtime.template import Template, load_template
 from onnxg.runtime.textstream import THINK_OPEN, Detokenizer, ReasoningSplitter, StopMatcher
 from onnxg.runtime.tokens import ChatTokenizer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Message:
-    role: str
-    content: str
-
-
-@dataclass
-class GenerationOptions:
-    """OpenAI's names; ``validate()`` raises InvalidRequest(param=<field>)."""
-
-    max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    n: int = 1
-    logprobs: bool = False
-    top_logprobs: int = 0
-    max_completion_tokens: int | None = None  # OpenAI's newer name; wins over max_tokens
-
-    @property
-    def token_limit(self) -> int | None:
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-    def validate(self) -> None:
-        def number(name: str, low: float, high: float) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-                raise InvalidRequest(f"{name} must be a number", param=name)
-            if not low <= value <= high:
-                raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {value:g}", param=name)
-
-        def integer(name: str, low: int, high: int | None = None, *, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and optional:
-                return
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidRequest(f"{name} must be an integer", param=name)
-            if value < low or (high is not None and value > high):
-                bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-                raise InvalidRequest(f"{name} must be {bound}, got {value}", param=name)
-
-        integer("max_tokens", 1, optional=True)
-        integer("max_completion_tokens", 1, optional=True)
-        number("temperature", 0.0, 2.0)
-        number("top_p", 0.0, 1.0)
-        integer("top_k", 0)
-        number("repetition_penalty", 0.0, 10.0)
-        if self.repetition_penalty == 0:
-            raise InvalidRequest("repetition_penalty must be greater than 0", param="repetition_penalty")
-        number("presence_penalty", -2.0, 2.0)
-        number("frequency_penalty", -2.0, 2.0)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise InvalidRequest("seed must be an integer", param="seed")
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
-        if not isinstance(self.stop, list) or not all(isinstance(s, str) for s in self.stop):
-            raise InvalidRequest("stop must be a string or a list of strings", param="stop")
-        if len(self.stop) > 4:
-            raise InvalidRequest(f"stop takes at most 4 sequences, got {len(self.stop)}", param="stop")
-        if any(s == "" for s in self.stop):
-            raise InvalidRequest("stop sequences must not be empty", param="stop")
-        integer("n", 1, 128)
-        if not isinstance(self.logprobs, bool):
-            raise InvalidRequest("logprobs must be a boolean", param="logprobs")
-        integer("top_logprobs", 0, 20)
-        if self.top_logprobs and not self.logprobs:
-            raise InvalidRequest("top_logprobs needs logprobs set to true", param="top_logprobs")
-
-
-@dataclass
-class TokenLogprob:
-    token: str
-    logprob: float
-    bytes: list[int]
-    top_logprobs: list[TokenLogprob]
-
-
-@dataclass
-class Chunk:
-    index: int
-    text: str = ""
-    reasoning: str = ""
-    logprobs: list[TokenLogprob] | None = None
-    finish_reason: str | None = None
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass
-class Choice:
-    index: int
-    text: str
-    reasoning: str | None
-    finish_reason: str
-    logprobs: list[TokenLogprob] | None
-
-
-@dataclass
-class Result:
-    choices: list[Choice]
-    usage: Usage
 
 
 def _genai_config(folder: Path) -> dict[str, Any]:
@@ -176,7 +61,10 @@ def _eos_ids(model_config: dict[str, Any]) -> list[int]:
     return [int(i) for i in ids]
 
 
-class ChatModel:
+class GenaiChatModel:
+    """A chat model on onnxruntime-genai: the ``contracts.ChatModel`` of onnxg's own models."""
+
+    kind: ClassVar[Kind] = "chat"
     name: str
     path: Path
     context_length: int
@@ -200,7 +88,7 @@ class ChatModel:
         self._thinking = tokenizer.has_token(THINK_OPEN)
 
     @classmethod
-    def load(cls, ref: str | Path, *, chat_template: str | None = None, threads: int | None = None) -> ChatModel:
+    def load(cls, ref: str | Path, *, chat_template: str | None = None, threads: int | None = None) -> GenaiChatModel:
         path = store.resolve(ref)
         config = _genai_config(path)
         import onnxruntime_genai as og
@@ -243,7 +131,7 @@ class ChatModel:
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, special=False))
 
-    def _prompt_ids(self, prompt: str | Sequence[Message | dict[str, Any]]) -> tuple[list[int], str]:
+    def _prompt_ids(self, prompt: Prompt) -> tuple[list[int], str]:
         if isinstance(prompt, str):
             return self._tokenizer.encode(prompt, special=True), prompt
         text = self.render(prompt)
@@ -251,7 +139,7 @@ class ChatModel:
 
     # -- generation ----------------------------------------------------------------------
 
-    def stream(self, prompt: str | Sequence[Message | dict[str, Any]], options: GenerationOptions,
+    def stream(self, prompt: Prompt, options: GenerationOptions,
                cancel: threading.Event | None = None) -> Iterator[Chunk | Usage]:
         """Chunks of all n choices interleaved, then one Usage. Errors come before the first item."""
         options.validate()
@@ -314,25 +202,8 @@ class ChatModel:
         finally:
             self._engine.leave(job)  # a consumer that stops reading frees its rows at once
 
-    def complete(self, prompt: str | Sequence[Message | dict[str, Any]], options: GenerationOptions) -> Result:
-        n = options.n
-        texts, reasoning = [""] * n, [""] * n
-        logprobs: list[list[TokenLogprob] | None] = [[] if options.logprobs else None for _ in range(n)]
-        finish = ["stop"] * n
-        usage = Usage(0, 0)
-        for item in self.stream(prompt, options):
-            if isinstance(item, Usage):
-                usage = item
-                continue
-            texts[item.index] += item.text
-            reasoning[item.index] += item.reasoning
-            if item.logprobs and logprobs[item.index] is not None:
-                logprobs[item.index].extend(item.logprobs)
-            if item.finish_reason:
-                finish[item.index] = item.finish_reason
-        choices = [Choice(index=i, text=texts[i], reasoning=reasoning[i] or None, finish_reason=finish[i],
-                          logprobs=logprobs[i]) for i in range(n)]
-        return Result(choices=choices, usage=usage)
+    def complete(self, prompt: Prompt, options: GenerationOptions) -> Result:
+        return collect(self.stream(prompt, options), options.n, logprobs=options.logprobs)
 
     def warmup(self) -> None:
         """One short greedy generation, so the first real request is not the slow one."""
@@ -342,7 +213,7 @@ class ChatModel:
     def close(self) -> None:
         self._engine.close()
 
-    def __enter__(self) -> ChatModel:
+    def __enter__(self) -> GenaiChatModel:
         return self
 
     def __exit__(self, *exc: object) -> None:

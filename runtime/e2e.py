@@ -10,7 +10,7 @@ Tokens are inside the graph and invisible from here, so lengths are counted in
 whitespace-separated words: ``max_length`` caps the words fed in (truncated by default, or
 ``ContextLengthExceeded`` with ``truncate=False``) and ``token_counts`` reports words used.
 
-It has the ``EmbeddingModel`` methods of docs/runtime-api.md; ``EmbeddingModel.load``
+It has the ``OnnxEmbeddingModel`` methods of docs/runtime-api.md; ``OnnxEmbeddingModel.load``
 returns one of these for a folder whose graph takes strings.
 """
 
@@ -23,10 +23,12 @@ import logging
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from onnxg.runtime import graphinfo, store
+from onnxg.runtime.contracts import EmbeddingResult
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError, short_message
+from onnxg.runtime.layout import Kind
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,11 @@ def _words(text: str) -> list[str]:
 
 
 class E2EModel:
-    """A string-in, vector-out ONNX model (thread-safe: onnxruntime sessions are)."""
+    """A string-in, vector-out ONNX model (thread-safe: onnxruntime sessions are): a
+    ``contracts.EmbeddingModel`` whose lengths are counted in words."""
+
+    kind: ClassVar[Kind] = "e2e"
+    multi_vector = False
 
     def __init__(self, path: Path, session: Any, text_input: str, output: str, *,
                  normalize: bool, max_length: int, truncate: bool, rank: int) -> None:
@@ -189,10 +195,9 @@ class E2EModel:
                 hint="shorten it, or allow truncation", param="input")
         return " ".join(words[: self.max_length]), self.max_length
 
-    def embed(self, texts: list[str], *, batch_size: int = 32) -> Any:
+    def embed(self, texts: list[str], *, batch_size: int = 32) -> EmbeddingResult:
         import numpy as np
 
-        from onnxg.runtime.embed import EmbeddingResult
         from onnxg.runtime.pooling import normalize_rows
 
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -213,12 +218,15 @@ class E2EModel:
             vectors = normalize_rows(vectors)
         return EmbeddingResult(vectors=vectors, token_counts=[count for _, count in prepared])
 
-    def embed_tokens(self, ids: list[list[int]], *, batch_size: int = 32) -> Any:
+    def embed_tokens(self, ids: list[list[int]], *, batch_size: int = 32) -> EmbeddingResult:
         raise InvalidRequest(f"{self.name} is an end-to-end model: it takes text, not token ids",
                              hint="send the input as strings", param="input")
 
     def warmup(self) -> None:
         self._run(["warm up"])
+
+    def close(self) -> None:
+        """Nothing to free early: the session goes with the object."""
 
 
 def _pick_input(session: Any, meta: dict[str, Any], model_path: Path) -> tuple[str, int]:

@@ -11,16 +11,17 @@ handed to ``onnxg.runtime.e2e``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from onnxg.runtime import graphinfo, store
 from onnxg.runtime import pooling as pool_lib
 from onnxg.runtime import tokenizer as tokenizers
+from onnxg.runtime.contracts import EmbeddingResult
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
+from onnxg.runtime.layout import Kind
 
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings", "hidden_states", "encoder_last_hidden_state")
 POOLED_OUTPUTS = ("sentence_embedding", "sentence_embeddings", "embeddings", "text_embeds")
@@ -32,16 +33,6 @@ _POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "
 # kernel takes 2-4x the time of the Add + LayerNormalization it replaces (measured with
 # ONNX Runtime 1.32 on AVX2; see convert/workers/optimum_export.py).
 CPU_DISABLED_FUSIONS = ["SkipLayerNormFusion"]
-
-
-@dataclass
-class EmbeddingResult:
-    vectors: Any                # float32 [n, dim], or a list of [tokens, dim] (multi-vector)
-    token_counts: list[int]     # tokens used per input, after truncation
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.token_counts)
 
 
 def find_onnx(folder: Path) -> Path:
@@ -92,8 +83,10 @@ def model_max_length(folder: Path, st_max: int | None) -> int:
     return limit or DEFAULT_MAX_LENGTH
 
 
-class EmbeddingModel:
-    """An embedding model ready to embed; ``embed`` may be called from many threads."""
+class OnnxEmbeddingModel:
+    """An embedding model over token ids: a ``contracts.EmbeddingModel``."""
+
+    kind: ClassVar[Kind] = "embedding"
 
     def __init__(self, path: Path, session: Any, tok: tokenizers.Tokenizer, *, output: str, token_states: bool,
                  modes: tuple[str, ...], normalize: bool, truncate: bool, dimensions: int | None,
@@ -209,6 +202,9 @@ class EmbeddingModel:
 
     def warmup(self) -> None:
         self.embed(["warm up"], batch_size=1)
+
+    def close(self) -> None:
+        """Nothing to free early: the session goes with the object."""
 
     def _empty(self) -> EmbeddingResult:
         return EmbeddingResult([] if self.multi_vector else np.zeros((0, self.dimensions), np.float32), [])

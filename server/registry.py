@@ -95,18 +95,18 @@ def plan(refs: list[str]) -> list[Planned]:
 
 def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = True) -> Registry:
     """Load and warm every model (blocking: call it off the event loop)."""
-    from onnxg.runtime.chat import ChatModel
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.chat import GenaiChatModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
     registry = Registry()
     try:
         for item in planned:
             started = time.perf_counter()
             if item.kind == "chat":
-                model: Any = ChatModel.load(item.path, threads=threads)
+                model: Any = GenaiChatModel.load(item.path, threads=threads)
                 registry.chat[item.id] = model
             else:
-                model = EmbeddingModel.load(item.path, threads=threads)
+                model = OnnxEmbeddingModel.load(item.path, threads=threads)
                 registry.embedding[item.id] = model
             if warmup:
                 model.warmup()

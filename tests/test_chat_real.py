@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from onnxg.runtime.chat import ChatModel, GenerationOptions, Message, Usage
+from onnxg.runtime.chat import GenaiChatModel
+
+from onnxg.runtime.contracts import Message, Usage
+
+from onnxg.runtime.options import GenerationOptions
 
 pytestmark = pytest.mark.real
 
@@ -41,7 +45,7 @@ def test_cli_json_is_a_chat_completion(smollm2_model: Path) -> None:
 
 
 def test_streamed_equals_complete_and_concurrency_pays(smollm2_model: Path) -> None:
-    with ChatModel.load(smollm2_model) as llm:
+    with GenaiChatModel.load(smollm2_model) as llm:
         messages = [Message("user", QUESTION)]
         greedy = GenerationOptions(max_tokens=40, temperature=0)
         streamed = "".join(i.text for i in llm.stream(messages, greedy) if not isinstance(i, Usage))

@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from onnxg.runtime.chat import ChatModel, Chunk, GenerationOptions, Message, Usage
+from onnxg.runtime.chat import GenaiChatModel
+
+from onnxg.runtime.contracts import Chunk, Message, Usage
+
+from onnxg.runtime.options import GenerationOptions
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError, ModelNotFound
 
 HELLO = [Message("user", "Hello! Tell me a story.")]
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_chat_model: Path) -> Iterator[ChatModel]:
-    model = ChatModel.load(tiny_chat_model)
+def llm(tiny_chat_model: Path) -> Iterator[GenaiChatModel]:
+    model = GenaiChatModel.load(tiny_chat_model)
     yield model
     model.close()
 
@@ -45,25 +49,25 @@ def _sampled(seed: int = 1, **kw: object) -> GenerationOptions:
 
 def test_load_errors_name_what_is_missing(tmp_path: Path, tiny_chat_model: Path) -> None:
     with pytest.raises(ModelNotFound):
-        ChatModel.load(tmp_path / "nowhere")
+        GenaiChatModel.load(tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelLoadError, match="genai_config.json is missing"):
-        ChatModel.load(empty)
+        GenaiChatModel.load(empty)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_chat_model, broken)
     (broken / "model.onnx").unlink()
     with pytest.raises(ModelLoadError, match="model.onnx"):
-        ChatModel.load(broken)
+        GenaiChatModel.load(broken)
     (broken / "genai_config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not a valid genai_config.json"):
-        ChatModel.load(broken)
+        GenaiChatModel.load(broken)
 
 
 def test_load_by_store_name(tiny_chat_model: Path, onnxg_home: Path) -> None:
     (onnxg_home / "models").mkdir(parents=True)
     shutil.copytree(tiny_chat_model, onnxg_home / "models" / "tiny-chat")
-    with ChatModel.load("tiny-chat") as model:
+    with GenaiChatModel.load("tiny-chat") as model:
         assert model.name == "tiny-chat" and model.context_length == 2048
         assert model.complete(HELLO, GenerationOptions(max_tokens=2, temperature=0)).usage.completion_tokens == 2
 
@@ -75,18 +79,18 @@ def test_no_template_needs_an_override(tmp_path: Path, tiny_chat_model: Path) ->
     config = json.loads((bare / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (bare / "tokenizer_config.json").write_text(json.dumps(config))
-    with ChatModel.load(bare) as model:
+    with GenaiChatModel.load(bare) as model:
         with pytest.raises(ModelLoadError, match="no chat template"):
             model.render(HELLO)
         assert model.complete("raw text prompt", GenerationOptions(max_tokens=3, temperature=0)).usage.completion_tokens == 3
-    with ChatModel.load(bare, chat_template="{% for m in messages %}[{{ m.content }}]{% endfor %}>") as model:
+    with GenaiChatModel.load(bare, chat_template="{% for m in messages %}[{{ m.content }}]{% endfor %}>") as model:
         assert model.render(HELLO) == "[Hello! Tell me a story.]>"
 
 
 # -- prompts, usage, streaming ---------------------------------------------------------
 
 
-def test_usage_and_stream_equal_complete(llm: ChatModel) -> None:
+def test_usage_and_stream_equal_complete(llm: GenaiChatModel) -> None:
     options = GenerationOptions(max_tokens=12, temperature=0)
     result = llm.complete(HELLO, options)
     assert result.usage.prompt_tokens == llm.count_tokens(llm.render(HELLO))
@@ -98,7 +102,7 @@ def test_usage_and_stream_equal_complete(llm: ChatModel) -> None:
     assert texts[0] == llm.complete(HELLO, sampled).choices[0].text
 
 
-def test_dict_messages_and_raw_prompt(llm: ChatModel) -> None:
+def test_dict_messages_and_raw_prompt(llm: GenaiChatModel) -> None:
     a = llm.complete([{"role": "user", "content": "Hello! Tell me a story."}], _sampled(2, max_tokens=8))
     b = llm.complete(HELLO, _sampled(2, max_tokens=8))
     assert a.choices[0].text == b.choices[0].text
@@ -109,12 +113,12 @@ def test_dict_messages_and_raw_prompt(llm: ChatModel) -> None:
     assert info.value.param == "messages"
 
 
-def test_max_completion_tokens_wins(llm: ChatModel) -> None:
+def test_max_completion_tokens_wins(llm: GenaiChatModel) -> None:
     result = llm.complete(HELLO, GenerationOptions(max_tokens=9, max_completion_tokens=4, temperature=0))
     assert result.usage.completion_tokens == 4
 
 
-def test_seed_reproducible_and_n_choices(llm: ChatModel) -> None:
+def test_seed_reproducible_and_n_choices(llm: GenaiChatModel) -> None:
     a = llm.complete(HELLO, _sampled(7, max_tokens=20, n=3))
     b = llm.complete(HELLO, _sampled(7, max_tokens=20, n=3))
     c = llm.complete(HELLO, _sampled(8, max_tokens=20, n=3))
@@ -124,7 +128,7 @@ def test_seed_reproducible_and_n_choices(llm: ChatModel) -> None:
     assert a.usage.completion_tokens == 60 and [x.index for x in a.choices] == [0, 1, 2]
 
 
-def test_greedy_and_sampling_options(llm: ChatModel) -> None:
+def test_greedy_and_sampling_options(llm: GenaiChatModel) -> None:
     greedy = llm.complete(HELLO, GenerationOptions(max_tokens=10, temperature=0)).choices[0].text
     assert llm.complete(HELLO, GenerationOptions(max_tokens=10, temperature=0)).choices[0].text == greedy
     assert llm.complete(HELLO, _sampled(3, max_tokens=10, top_k=1)).choices[0].text == greedy
@@ -134,7 +138,7 @@ def test_greedy_and_sampling_options(llm: ChatModel) -> None:
     assert llm.complete(HELLO, _sampled(3, max_tokens=10, temperature=0.1, top_k=3)).choices[0].text != free
 
 
-def test_penalties_steer_greedy_output(llm: ChatModel) -> None:
+def test_penalties_steer_greedy_output(llm: GenaiChatModel) -> None:
     def tokens(**kw: object) -> list[str]:
         options = GenerationOptions(max_tokens=12, temperature=0, logprobs=True, **kw)  # type: ignore[arg-type]
         prompt = [Message("user", "Hello, who are you?")]
@@ -152,7 +156,7 @@ def test_penalties_steer_greedy_output(llm: ChatModel) -> None:
     assert len(set(rewarded)) < len(rewarded) and rewarded != plain
 
 
-def test_logprobs(llm: ChatModel) -> None:
+def test_logprobs(llm: GenaiChatModel) -> None:
     result = llm.complete(HELLO, _sampled(4, max_tokens=6, logprobs=True, top_logprobs=3))
     entries = result.choices[0].logprobs or []
     assert len(entries) == 6
@@ -173,7 +177,7 @@ def test_logprobs(llm: ChatModel) -> None:
      ("max_completion_tokens", -3), ("top_logprobs", 21), ("stop", ["a", "b", "c", "d", "e"]), ("stop", [""]),
      ("seed", "x"), ("top_logprobs", 2)],
 )
-def test_validation(llm: ChatModel, field: str, value: object) -> None:
+def test_validation(llm: GenaiChatModel, field: str, value: object) -> None:
     options = GenerationOptions(max_tokens=3)
     setattr(options, field, value)
     with pytest.raises(InvalidRequest) as info:
@@ -181,7 +185,7 @@ def test_validation(llm: ChatModel, field: str, value: object) -> None:
     assert info.value.param == field
 
 
-def test_streaming_keeps_multibyte_characters_whole(llm: ChatModel) -> None:
+def test_streaming_keeps_multibyte_characters_whole(llm: GenaiChatModel) -> None:
     """Rewarding the prompt's tokens (repetition_penalty < 1) makes the random model echo the
     pieces of Japanese and emoji characters; the stream must still match the bytes exactly."""
     prompt = "日本語のテキスト、絵文字 🎉👍🏽 とひらがな。"
@@ -198,7 +202,7 @@ def test_streaming_keeps_multibyte_characters_whole(llm: ChatModel) -> None:
 # -- stop strings -----------------------------------------------------------------------
 
 
-def test_stop_strings_across_token_boundaries(llm: ChatModel) -> None:
+def test_stop_strings_across_token_boundaries(llm: GenaiChatModel) -> None:
     base = _sampled(11, max_tokens=30, logprobs=True)
     result = llm.complete(HELLO, base)
     tokens = [t.token for t in result.choices[0].logprobs or []]
@@ -221,7 +225,7 @@ def test_stop_strings_across_token_boundaries(llm: ChatModel) -> None:
 # -- context window --------------------------------------------------------------------
 
 
-def test_context_overflow(llm: ChatModel) -> None:
+def test_context_overflow(llm: GenaiChatModel) -> None:
     words = " ".join(["word"] * 2100)
     with pytest.raises(ContextLengthExceeded) as info:
         llm.stream([Message("user", words)], GenerationOptions())
@@ -240,7 +244,7 @@ def test_context_overflow(llm: ChatModel) -> None:
 
 def test_think_block_reported_apart(tiny_chat_model: Path) -> None:
     opened = "{% for m in messages %}{{ m.content }}{% endfor %}\n<think>\n"
-    with ChatModel.load(tiny_chat_model, chat_template=opened) as model:
+    with GenaiChatModel.load(tiny_chat_model, chat_template=opened) as model:
         items = list(model.stream(HELLO, _sampled(6, max_tokens=15)))
         chunks = [i for i in items if isinstance(i, Chunk)]
         assert "".join(c.reasoning for c in chunks) and not "".join(c.text for c in chunks)
@@ -252,7 +256,7 @@ def test_think_block_reported_apart(tiny_chat_model: Path) -> None:
 # -- cancellation and concurrency --------------------------------------------------------
 
 
-def _wait_idle(llm: ChatModel, seconds: float = 5.0) -> bool:
+def _wait_idle(llm: GenaiChatModel, seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if llm._engine.active_rows == 0:
@@ -261,7 +265,7 @@ def _wait_idle(llm: ChatModel, seconds: float = 5.0) -> bool:
     return False
 
 
-def test_cancel_and_close_free_the_generator(llm: ChatModel) -> None:
+def test_cancel_and_close_free_the_generator(llm: GenaiChatModel) -> None:
     cancel = threading.Event()
     stream = llm.stream(HELLO, _sampled(1, max_tokens=1500), cancel=cancel)
     got = [next(stream) for _ in range(3)]
@@ -276,7 +280,7 @@ def test_cancel_and_close_free_the_generator(llm: ChatModel) -> None:
     assert _wait_idle(llm)
 
 
-def test_eight_threads(llm: ChatModel) -> None:
+def test_eight_threads(llm: GenaiChatModel) -> None:
     prompts = [[Message("user", f"Question number {i}?")] for i in range(8)]
     options = [_sampled(i, max_tokens=25) if i % 2 else GenerationOptions(max_tokens=25, temperature=0) for i in range(8)]
     alone = [llm.complete(p, o).choices[0].text for p, o in zip(prompts, options, strict=True)]
@@ -302,7 +306,7 @@ def test_eight_threads(llm: ChatModel) -> None:
     assert [results[i] for i in range(8)] == alone
 
 
-def test_concurrent_requests_share_a_batch(llm: ChatModel) -> None:
+def test_concurrent_requests_share_a_batch(llm: GenaiChatModel) -> None:
     options = GenerationOptions(max_tokens=30, temperature=0)
     prompts = [[Message("user", f"Tell me about {w}")] for w in ("cats", "dogs", "owls", "bees")]
     alone = [llm.complete(p, options).choices[0].text for p in prompts]

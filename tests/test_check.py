@@ -252,7 +252,7 @@ def test_embedding_broken_pooling(embed_copy: Path) -> None:
 
 def test_embedding_pooling_only_config_agrees_with_runtime(embed_copy: Path) -> None:
     """A lone 1_Pooling/config.json with the newer ``pooling_mode`` key: check and runtime both say cls."""
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
     (embed_copy / "modules.json").unlink(missing_ok=True)
     (embed_copy / "1_Pooling").mkdir(exist_ok=True)
@@ -260,17 +260,17 @@ def test_embedding_pooling_only_config_agrees_with_runtime(embed_copy: Path) -> 
     report = check(embed_copy)
     assert item(report, "pooling").ok
     assert item(report, "pooling").detail.startswith("cls")
-    assert EmbeddingModel.load(embed_copy, threads=1).pooling == "cls"
+    assert OnnxEmbeddingModel.load(embed_copy, threads=1).pooling == "cls"
 
 
 def test_embedding_onnxg_json_pooling_is_not_what_runtime_reads(embed_copy: Path) -> None:
     """onnxg.json's ``pooling`` is not pooling metadata for the runtime: check reports what it will use."""
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
     meta = embed_copy / "onnxg.json"
     data = json.loads(meta.read_text()) if meta.is_file() else {}
     meta.write_text(json.dumps({**data, "pooling": "cls"}))
-    runtime = EmbeddingModel.load(embed_copy, threads=1).pooling
+    runtime = OnnxEmbeddingModel.load(embed_copy, threads=1).pooling
     assert item(check(embed_copy), "pooling").detail.startswith(runtime)
 
 

@@ -64,9 +64,11 @@ def test_family_converts_and_generates(architecture: str) -> None:
     assert prompt.endswith("<|im_start|>assistant\n")
     assert count >= 1 and isinstance(answer, str)
     # ... and through onnxg's own chat runtime, streamed and not, with the same greedy text.
-    from onnxg.runtime.chat import ChatModel, Chunk, GenerationOptions
+    from onnxg.runtime.chat import GenaiChatModel
+    from onnxg.runtime.contracts import Chunk
+    from onnxg.runtime.options import GenerationOptions
 
-    with ChatModel.load(folder) as model:
+    with GenaiChatModel.load(folder) as model:
         options = GenerationOptions(max_tokens=5, temperature=0)
         result = model.complete(QUESTION, options)
         streamed = "".join(c.text for c in model.stream(QUESTION, options) if isinstance(c, Chunk))

@@ -12,7 +12,7 @@ import pytest
 
 from onnxg.convert import optimum
 from onnxg.runtime import graphinfo
-from onnxg.runtime.embed import EmbeddingModel
+from onnxg.runtime.embed import OnnxEmbeddingModel
 from onnxg.runtime.errors import ConversionError
 
 SENTENCES = [
@@ -63,7 +63,7 @@ def test_tiny_fp32_export_layout(tiny_embed_model: Path) -> None:
 
 
 def test_tiny_fp32_matches_sentence_transformers(tiny_embed_model: Path, tiny_embed_source: Path) -> None:
-    ours = EmbeddingModel.load(tiny_embed_model).embed(SENTENCES).vectors
+    ours = OnnxEmbeddingModel.load(tiny_embed_model).embed(SENTENCES).vectors
     reference = _st(tiny_embed_source).encode(SENTENCES, convert_to_numpy=True)
     assert _cosines(ours, reference).min() >= 0.9999
 
@@ -80,7 +80,7 @@ def test_tiny_int8_through_the_pipeline(tiny_embed_source: Path, tmp_path: Path)
     assert manifest["precision"] == "int8"
     fp32_size = sum(p.stat().st_size for p in tiny_embed_source.glob("*.safetensors"))
     assert (out / "model.onnx").stat().st_size < fp32_size
-    ours = EmbeddingModel.load(out).embed(SENTENCES).vectors
+    ours = OnnxEmbeddingModel.load(out).embed(SENTENCES).vectors
     reference = _st(tiny_embed_source).encode(SENTENCES, convert_to_numpy=True)
     cos = _cosines(ours, reference)
     assert cos.mean() >= 0.99 and cos.min() >= 0.97, cos
@@ -90,10 +90,10 @@ def test_tiny_int8_through_the_pipeline(tiny_embed_source: Path, tmp_path: Path)
 def test_minilm_fp32_and_int8_embed_correctly(minilm_model: Path, minilm_int8_model: Path,
                                               minilm_source: Path) -> None:
     reference = _st(minilm_source).encode(SENTENCES, convert_to_numpy=True)
-    fp32 = EmbeddingModel.load(minilm_model)
+    fp32 = OnnxEmbeddingModel.load(minilm_model)
     assert (fp32.dimensions, fp32.max_length, fp32.pooling, fp32.normalize) == (384, 256, "mean", True)
     assert _cosines(fp32.embed(SENTENCES).vectors, reference).min() >= 0.9999
-    int8 = EmbeddingModel.load(minilm_int8_model)
+    int8 = OnnxEmbeddingModel.load(minilm_int8_model)
     cos = _cosines(int8.embed(SENTENCES).vectors, reference)
     assert cos.mean() >= 0.99 and cos.min() >= 0.97, cos
     checked = json.loads((minilm_int8_model / "provenance.test.json").read_text())["verified"]["vs_fp32"]
@@ -108,7 +108,7 @@ def test_pooling_metadata_written_from_extra(tiny_embed_model: Path, tmp_path: P
     optimum.write_pooling(folder, "cls")
     config = json.loads((folder / "1_Pooling" / "config.json").read_text())
     assert config["pooling_mode_cls_token"] and not config["pooling_mode_mean_tokens"]
-    model = EmbeddingModel.load(folder)
+    model = OnnxEmbeddingModel.load(folder)
     assert model.pooling == "cls"
     with pytest.raises(ConversionError):
         optimum.write_pooling(folder, "median")

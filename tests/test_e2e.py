@@ -1,4 +1,4 @@
-"""End-to-end (string-input) embedding models through ``E2EModel`` and ``EmbeddingModel.load``.
+"""End-to-end (string-input) embedding models through ``E2EModel`` and ``OnnxEmbeddingModel.load``.
 
 The models are the tiny Keras ``TextVectorization`` SavedModel and the traps model (hashed
 embedding: needs onnxg's TensorFlow-hash Python op) of tests/modelkit/tf.py, converted by
@@ -146,9 +146,9 @@ def test_has_string_inputs(e2e_folders: dict[str, Path]) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxg.runtime.embed") is None, reason="no embedding runtime yet")
 def test_embedding_model_load_hands_string_graphs_to_e2e(e2e_folders: dict[str, Path]) -> None:
-    from onnxg.runtime.embed import EmbeddingModel
+    from onnxg.runtime.embed import OnnxEmbeddingModel
 
-    model = EmbeddingModel.load(e2e_folders["text"], normalize=False)
+    model = OnnxEmbeddingModel.load(e2e_folders["text"], normalize=False)
     assert isinstance(model, E2EModel)
     np.testing.assert_allclose(model.embed(list(tfkit.TEXTS)).vectors, _tf_vectors("text", "output_0"), atol=1e-5)
 

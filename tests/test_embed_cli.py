@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxg.runtime.embed import EmbeddingModel
+from onnxg.runtime.embed import OnnxEmbeddingModel
 
 LINES = ["first line", "", "  second one  ", "third: with ünïcode ✓", "   ", "4"]
 NON_EMPTY = [line for line in LINES if line.strip()]
@@ -41,7 +41,7 @@ def test_text_argument_gives_one_json_line(tiny_embed_model: Path) -> None:
     [record] = _records(done.stdout)
     assert set(record) == {"index", "text", "embedding"}
     assert record["index"] == 0 and record["text"] == "hello world"
-    want = EmbeddingModel.load(tiny_embed_model).embed(["hello world"]).vectors[0]
+    want = OnnxEmbeddingModel.load(tiny_embed_model).embed(["hello world"]).vectors[0]
     np.testing.assert_allclose(record["embedding"], want, atol=1e-6)
     assert done.stderr == b""
 
@@ -52,7 +52,7 @@ def test_file_embeds_each_non_empty_line(tiny_embed_model: Path, text_file: Path
     records = _records(done.stdout)
     assert [r["index"] for r in records] == list(range(len(NON_EMPTY)))
     assert [r["text"] for r in records] == NON_EMPTY
-    want = EmbeddingModel.load(tiny_embed_model).embed(NON_EMPTY).vectors
+    want = OnnxEmbeddingModel.load(tiny_embed_model).embed(NON_EMPTY).vectors
     np.testing.assert_allclose([r["embedding"] for r in records], want, atol=1e-6)
 
 
@@ -67,7 +67,7 @@ def test_stdin_by_dash_or_pipe(tiny_embed_model: Path) -> None:
 
 
 def test_out_npy_and_jsonl(tiny_embed_model: Path, text_file: Path, tmp_path: Path) -> None:
-    want = EmbeddingModel.load(tiny_embed_model).embed(NON_EMPTY).vectors
+    want = OnnxEmbeddingModel.load(tiny_embed_model).embed(NON_EMPTY).vectors
     npy = tmp_path / "vectors.npy"
     done = onnxg("embed", str(text_file), "-m", str(tiny_embed_model), "--out", str(npy))
     assert done.returncode == 0, done.stderr
@@ -90,11 +90,11 @@ def test_options_reach_the_runtime(tiny_embed_model: Path, text_file: Path) -> N
     raw = _records(onnxg(*base, "--no-normalize").stdout)
     short = _records(onnxg(*base, "--max-length", "3").stdout)
     np.testing.assert_allclose([r["embedding"] for r in cls],
-                               EmbeddingModel.load(tiny_embed_model, pooling="cls").embed(NON_EMPTY).vectors, atol=1e-6)
+                               OnnxEmbeddingModel.load(tiny_embed_model, pooling="cls").embed(NON_EMPTY).vectors, atol=1e-6)
     norms = np.linalg.norm([r["embedding"] for r in raw], axis=1)
     assert not np.allclose(norms, 1.0)
     np.testing.assert_allclose([r["embedding"] for r in short],
-                               EmbeddingModel.load(tiny_embed_model, max_length=3).embed(NON_EMPTY).vectors, atol=1e-6)
+                               OnnxEmbeddingModel.load(tiny_embed_model, max_length=3).embed(NON_EMPTY).vectors, atol=1e-6)
     multi = _records(onnxg("embed", "one two three", "-m", str(tiny_embed_model), "--pooling", "multi-vector").stdout)
     assert np.array(multi[0]["embedding"]).shape == (5, 32)  # [CLS] one two three [SEP]
 
@@ -113,14 +113,14 @@ def test_large_input_is_streamed_in_chunks(tiny_embed_model: Path, tmp_path: Pat
     path = tmp_path / "big.txt"
     path.write_text("\n".join(texts), encoding="utf-8")
     calls: list[int] = []
-    real_embed = EmbeddingModel.embed
+    real_embed = OnnxEmbeddingModel.embed
 
     def counting(self, batch, **kwargs):
         calls.append(len(batch))
         return real_embed(self, batch, **kwargs)
 
     monkeypatch.setattr(embed_cli, "CHUNK_LINES", 16)
-    monkeypatch.setattr(EmbeddingModel, "embed", counting)
+    monkeypatch.setattr(OnnxEmbeddingModel, "embed", counting)
     with pytest.raises(SystemExit) as exited:
         main(["embed", str(path), "-m", str(tiny_embed_model)])
     assert exited.value.code == 0
@@ -128,7 +128,7 @@ def test_large_input_is_streamed_in_chunks(tiny_embed_model: Path, tmp_path: Pat
     records = _records(capsysbinary.readouterr().out)
     assert [r["index"] for r in records] == list(range(50)) and [r["text"] for r in records] == texts
     np.testing.assert_allclose([r["embedding"] for r in records],
-                               real_embed(EmbeddingModel.load(tiny_embed_model), texts).vectors, atol=1e-6)
+                               real_embed(OnnxEmbeddingModel.load(tiny_embed_model), texts).vectors, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ import pytest
 
 from modelkit import cache
 from modelkit import sentencepiece as spkit
-from onnxg.runtime.embed import EmbeddingModel, EmbeddingResult
+from onnxg.runtime.embed import OnnxEmbeddingModel
+from onnxg.runtime.contracts import EmbeddingResult
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
 
 TEXTS = [
@@ -61,7 +62,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("mode", ["mean", "cls", "last", "max"])
 def test_pooling_modes_match_transformers(tiny_embed_model: Path, tiny_embed_source: Path, mode: str) -> None:
-    model = EmbeddingModel.load(tiny_embed_model, pooling=mode)
+    model = OnnxEmbeddingModel.load(tiny_embed_model, pooling=mode)
     assert model.pooling == mode and model.normalize
     got = model.embed(TEXTS, batch_size=3).vectors  # mixed lengths: padding inside batches
     pick = {"mean": lambda s: s.mean(0), "cls": lambda s: s[0], "last": lambda s: s[-1], "max": lambda s: s.max(0)}
@@ -70,14 +71,14 @@ def test_pooling_modes_match_transformers(tiny_embed_model: Path, tiny_embed_sou
 
 
 def test_multi_vector_gives_one_vector_per_token(tiny_embed_model: Path, tiny_embed_source: Path) -> None:
-    model = EmbeddingModel.load(tiny_embed_model, pooling="multi-vector", normalize=False)
+    model = OnnxEmbeddingModel.load(tiny_embed_model, pooling="multi-vector", normalize=False)
     result = model.embed(TEXTS, batch_size=4)
     assert isinstance(result.vectors, list) and len(result.vectors) == len(TEXTS)
     for got, want, count in zip(result.vectors, _reference_states(tiny_embed_source, TEXTS, 128),
                                 result.token_counts, strict=True):
         assert got.shape == (count, 32)
         np.testing.assert_allclose(got, want, atol=2e-4)
-    colbert = EmbeddingModel.load(tiny_embed_model, pooling="colbert").embed(["one two"]).vectors[0]
+    colbert = OnnxEmbeddingModel.load(tiny_embed_model, pooling="colbert").embed(["one two"]).vectors[0]
     np.testing.assert_allclose(np.linalg.norm(colbert, axis=1), 1.0, atol=1e-5)
 
 
@@ -88,44 +89,44 @@ def test_pooling_and_normalization_come_from_the_metadata(tiny_embed_model: Path
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
     modules = [m for m in json.loads((folder / "modules.json").read_text()) if "Normalize" not in m["type"]]
     (folder / "modules.json").write_text(json.dumps(modules))
-    model = EmbeddingModel.load(folder)
+    model = OnnxEmbeddingModel.load(folder)
     assert (model.pooling, model.normalize) == ("cls", False)
     vectors = model.embed(["hello there", "general kenobi"]).vectors
     assert not np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
-    np.testing.assert_allclose(vectors, EmbeddingModel.load(tiny_embed_model, pooling="cls", normalize=False)
+    np.testing.assert_allclose(vectors, OnnxEmbeddingModel.load(tiny_embed_model, pooling="cls", normalize=False)
                                .embed(["hello there", "general kenobi"]).vectors, atol=1e-6)
     for name in ("modules.json", "1_Pooling/config.json"):  # no metadata: mean + normalise
         (folder / name).unlink()
-    assert (EmbeddingModel.load(folder).pooling, EmbeddingModel.load(folder).normalize) == ("mean", True)
+    assert (OnnxEmbeddingModel.load(folder).pooling, OnnxEmbeddingModel.load(folder).normalize) == ("mean", True)
 
 
 def test_bad_pooling_is_a_clear_error(tiny_embed_model: Path) -> None:
     with pytest.raises(InvalidRequest, match="unknown pooling") as caught:
-        EmbeddingModel.load(tiny_embed_model, pooling="median")
+        OnnxEmbeddingModel.load(tiny_embed_model, pooling="median")
     assert caught.value.param == "pooling"
 
 
 # -- lengths, counts, order --------------------------------------------------------------------
 
 def test_truncation_token_counts_and_errors(tiny_embed_model: Path) -> None:
-    model = EmbeddingModel.load(tiny_embed_model)
+    model = OnnxEmbeddingModel.load(tiny_embed_model)
     assert model.max_length == 128  # sentence_bert_config.json's max_seq_length
     long_text = "word " * 500
     result = model.embed(["hello world", long_text])
     assert result.token_counts == [4, 128] and result.total_tokens == 132  # [CLS] hello world [SEP]
-    strict = EmbeddingModel.load(tiny_embed_model, truncate=False)
+    strict = OnnxEmbeddingModel.load(tiny_embed_model, truncate=False)
     assert strict.embed(["hello world"]).token_counts == [4]
     with pytest.raises(ContextLengthExceeded, match="input 1 is longer than the model's maximum of 128"):
         strict.embed(["fine", long_text])
-    short = EmbeddingModel.load(tiny_embed_model, max_length=8)
+    short = OnnxEmbeddingModel.load(tiny_embed_model, max_length=8)
     assert short.embed([long_text]).token_counts == [8]
     with pytest.raises(InvalidRequest, match="512 positions") as caught:
-        EmbeddingModel.load(tiny_embed_model, max_length=5000)
+        OnnxEmbeddingModel.load(tiny_embed_model, max_length=5000)
     assert caught.value.param == "max_length"
 
 
 def test_results_keep_input_order_whatever_the_batching(tiny_embed_model: Path) -> None:
-    model = EmbeddingModel.load(tiny_embed_model)
+    model = OnnxEmbeddingModel.load(tiny_embed_model)
     texts = [("lorem ipsum " * (i % 7 + 1)) + str(i) for i in range(23)]
     one_by_one = np.stack([model.embed([t]).vectors[0] for t in texts])
     for batch_size in (1, 4, 32):
@@ -136,7 +137,7 @@ def test_results_keep_input_order_whatever_the_batching(tiny_embed_model: Path) 
 
 
 def test_embed_is_thread_safe(tiny_embed_model: Path) -> None:
-    model = EmbeddingModel.load(tiny_embed_model, threads=1)
+    model = OnnxEmbeddingModel.load(tiny_embed_model, threads=1)
     texts = [f"sentence number {i} " * (i % 5 + 1) for i in range(40)]
     expected = model.embed(texts).vectors
     results: dict[int, np.ndarray] = {}
@@ -156,7 +157,7 @@ def test_embed_is_thread_safe(tiny_embed_model: Path) -> None:
 def test_embed_tokens_and_input_validation(tiny_embed_model: Path) -> None:
     from tokenizers import Tokenizer
 
-    model = EmbeddingModel.load(tiny_embed_model)
+    model = OnnxEmbeddingModel.load(tiny_embed_model)
     tok = Tokenizer.from_file(str(tiny_embed_model / "tokenizer.json"))
     tok.no_padding()  # the bundled file pads everything to 128
     ids = [e.ids for e in tok.encode_batch(["hi there", "x"])]
@@ -172,23 +173,23 @@ def test_embed_tokens_and_input_validation(tiny_embed_model: Path) -> None:
     empty = model.embed([])
     assert isinstance(empty, EmbeddingResult) and empty.vectors.shape == (0, 32) and empty.total_tokens == 0
     with pytest.raises(InvalidRequest):
-        EmbeddingModel.load(tiny_embed_model, threads=0)
+        OnnxEmbeddingModel.load(tiny_embed_model, threads=0)
 
 
 def test_broken_folders_give_load_errors(tiny_embed_model: Path, tmp_path: Path) -> None:
     no_tokenizer = _copy(tiny_embed_model, tmp_path, "a")
     (no_tokenizer / "tokenizer.json").unlink()
     with pytest.raises(ModelLoadError, match="no tokenizer"):
-        EmbeddingModel.load(no_tokenizer)
+        OnnxEmbeddingModel.load(no_tokenizer)
     no_model = _copy(tiny_embed_model, tmp_path, "b")
     (no_model / "model.onnx").unlink()
     with pytest.raises(ModelLoadError, match="no model.onnx"):
-        EmbeddingModel.load(no_model)
+        OnnxEmbeddingModel.load(no_model)
     truncated = _copy(tiny_embed_model, tmp_path, "c")
     data = (truncated / "model.onnx").read_bytes()
     (truncated / "model.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError):
-        EmbeddingModel.load(truncated)
+        OnnxEmbeddingModel.load(truncated)
 
 
 # -- graph variants -------------------------------------------------------------------------------
@@ -211,8 +212,8 @@ def test_graph_without_token_type_ids(tiny_embed_model: Path, tmp_path: Path) ->
 
     folder = _copy(tiny_embed_model, tmp_path)
     _edit_graph(folder, drop)
-    got = EmbeddingModel.load(folder).embed(TEXTS).vectors
-    np.testing.assert_allclose(got, EmbeddingModel.load(tiny_embed_model).embed(TEXTS).vectors, atol=1e-5)
+    got = OnnxEmbeddingModel.load(folder).embed(TEXTS).vectors
+    np.testing.assert_allclose(got, OnnxEmbeddingModel.load(tiny_embed_model).embed(TEXTS).vectors, atol=1e-5)
 
 
 def test_graph_with_a_pooled_2d_output(tiny_embed_model: Path, tmp_path: Path) -> None:
@@ -232,12 +233,12 @@ def test_graph_with_a_pooled_2d_output(tiny_embed_model: Path, tmp_path: Path) -
 
     folder = _copy(tiny_embed_model, tmp_path)
     _edit_graph(folder, pool_inside)
-    model = EmbeddingModel.load(folder)
+    model = OnnxEmbeddingModel.load(folder)
     assert model.dimensions == 32
     got = model.embed(TEXTS, batch_size=3).vectors
-    np.testing.assert_allclose(got, EmbeddingModel.load(tiny_embed_model).embed(TEXTS).vectors, atol=1e-5)
+    np.testing.assert_allclose(got, OnnxEmbeddingModel.load(tiny_embed_model).embed(TEXTS).vectors, atol=1e-5)
     with pytest.raises(InvalidRequest, match="pooled"):
-        EmbeddingModel.load(folder, pooling="multi-vector")
+        OnnxEmbeddingModel.load(folder, pooling="multi-vector")
 
 
 def test_string_input_graphs_are_handed_to_the_e2e_runtime(tmp_path: Path) -> None:
@@ -258,7 +259,7 @@ def test_string_input_graphs_are_handed_to_the_e2e_runtime(tmp_path: Path) -> No
     folder = tmp_path / "e2e"
     folder.mkdir()
     onnx.save(model, str(folder / "model.onnx"))
-    loaded = EmbeddingModel.load(folder, normalize=False)
+    loaded = OnnxEmbeddingModel.load(folder, normalize=False)
     from onnxg.runtime.e2e import E2EModel
 
     assert isinstance(loaded, E2EModel)
@@ -288,10 +289,10 @@ def test_sentencepiece_and_converted_tokenizer_agree(sp_model: Path, tmp_path: P
         assert fast.encode(text, add_special_tokens=False).ids == sp.EncodeAsIds(text), text
     assert fast.encode("city river", add_special_tokens=False).tokens[0].startswith("▁")
 
-    hf = EmbeddingModel.load(model_dir)
+    hf = OnnxEmbeddingModel.load(model_dir)
     sp_only = _copy(model_dir, tmp_path)
     (sp_only / "tokenizer.json").unlink()
-    spm = EmbeddingModel.load(sp_only)
+    spm = OnnxEmbeddingModel.load(sp_only)
     assert (hf.tokenizer.kind, spm.tokenizer.kind) == ("tokenizer.json", "sentencepiece")
     assert spm.tokenizer.encode(["city river"]).ids == hf.tokenizer.encode(["city river"]).ids
     assert hf.tokenizer.encode(["city river"]).ids[0][0] == sp.PieceToId("[CLS]")
@@ -299,7 +300,7 @@ def test_sentencepiece_and_converted_tokenizer_agree(sp_model: Path, tmp_path: P
     long_result = spm.embed(["city " * 400])
     assert long_result.token_counts == [128]
     with pytest.raises(ContextLengthExceeded):
-        EmbeddingModel.load(sp_only, truncate=False).embed(["city " * 400])
+        OnnxEmbeddingModel.load(sp_only, truncate=False).embed(["city " * 400])
 
 
 def test_a_converter_that_drops_the_word_marker_is_caught(sp_model: Path, tmp_path: Path) -> None:
@@ -323,7 +324,7 @@ def test_a_converter_that_drops_the_word_marker_is_caught(sp_model: Path, tmp_pa
     (folder / "tokenizer.json").write_text(json.dumps(data))
     note = check_sentencepiece(folder) or ""
     assert "removed" in note and not (folder / "tokenizer.json").exists()
-    assert EmbeddingModel.load(folder).tokenizer.kind == "sentencepiece"
+    assert OnnxEmbeddingModel.load(folder).tokenizer.kind == "sentencepiece"
 
 
 # -- the real all-MiniLM-L6-v2 ------------------------------------------------------------------------
@@ -368,8 +369,8 @@ def test_cpu_sessions_keep_add_and_layer_norm_unfused(tmp_path: Path) -> None:
 
 def test_no_torch_or_transformers_on_the_embedding_path(tiny_embed_model: Path) -> None:
     code = (
-        "import sys\nfrom onnxg.runtime.embed import EmbeddingModel\n"
-        f"m = EmbeddingModel.load({str(tiny_embed_model)!r})\nm.embed(['hello'])\n"
+        "import sys\nfrom onnxg.runtime.embed import OnnxEmbeddingModel\n"
+        f"m = OnnxEmbeddingModel.load({str(tiny_embed_model)!r})\nm.embed(['hello'])\n"
         "bad = [n for n in ('torch', 'transformers', 'sentence_transformers', 'optimum') if n in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -380,7 +381,7 @@ def test_no_torch_or_transformers_on_the_embedding_path(tiny_embed_model: Path) 
 def test_minilm_uses_its_own_max_length_not_the_tokenizer_json_one(minilm_model: Path) -> None:
     data = json.loads((minilm_model / "tokenizer.json").read_text())
     assert data["truncation"]["max_length"] == 128  # the trap is there...
-    model = EmbeddingModel.load(minilm_model)
+    model = OnnxEmbeddingModel.load(minilm_model)
     assert model.max_length == 256  # ...and avoided
     assert model.embed(["word " * 300, "short"]).token_counts == [256, 3]
 
@@ -460,11 +461,11 @@ def test_minilm_accuracy_against_sentence_transformers(minilm_model: Path, minil
     assert len(ACCURACY_SENTENCES) >= 50
     st = SentenceTransformer(str(minilm_source), device="cpu")
     reference = st.encode(ACCURACY_SENTENCES, convert_to_numpy=True)
-    fp32 = EmbeddingModel.load(minilm_model).embed(ACCURACY_SENTENCES)
+    fp32 = OnnxEmbeddingModel.load(minilm_model).embed(ACCURACY_SENTENCES)
     assert fp32.token_counts[-1] == 256  # the over-long one is truncated like sentence-transformers does
     cos32 = _cos(fp32.vectors, reference)
     assert cos32.min() >= 0.9999, (cos32.min(), ACCURACY_SENTENCES[int(cos32.argmin())])
-    int8 = EmbeddingModel.load(minilm_int8_model).embed(ACCURACY_SENTENCES).vectors
+    int8 = OnnxEmbeddingModel.load(minilm_int8_model).embed(ACCURACY_SENTENCES).vectors
     cos8 = _cos(int8, reference)
     agreement = float((_neighbours(int8) == _neighbours(reference)).mean())
     print(f"\nall-MiniLM-L6-v2 vs sentence-transformers on {len(ACCURACY_SENTENCES)} sentences: "

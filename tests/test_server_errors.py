@@ -318,7 +318,7 @@ def test_error_after_streaming_began_is_a_data_line() -> None:
     from litestar import post
     from litestar.testing import create_test_client
 
-    from onnxg.runtime.chat import Chunk
+    from onnxg.runtime.contracts import Chunk
     from onnxg.runtime.errors import OnnxgError
     from onnxg.server import errors
     from onnxg.server.limits import Slots

@@ -31,7 +31,7 @@ from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, optio
 
 
 def to_messages(items: list[ChatMessage]) -> list[Any]:
-    from onnxg.runtime.chat import Message
+    from onnxg.runtime.contracts import Message
 
     messages = []
     for i, item in enumerate(items):

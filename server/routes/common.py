@@ -19,7 +19,11 @@ from onnxg.server.protocol import StreamOptions, Usage
 if TYPE_CHECKING:
     from litestar.response import Stream
 
-    from onnxg.runtime.chat import ChatModel, GenerationOptions, Result
+    from onnxg.runtime.chat import GenaiChatModel
+
+    from onnxg.runtime.contracts import Result
+
+    from onnxg.runtime.options import GenerationOptions
 
 FINGERPRINT = f"onnxg-{__version__}"
 DONE = b"data: [DONE]\n\n"
@@ -51,7 +55,7 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
 
 def options(req: Any, *, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> GenerationOptions:
     """Runtime ``GenerationOptions`` from a request's OpenAI fields (None = OpenAI's default)."""
-    from onnxg.runtime.chat import GenerationOptions
+    from onnxg.runtime.options import GenerationOptions
 
     if req.logit_bias:
         raise invalid("'logit_bias' is not supported by this server.", param="logit_bias")
@@ -129,7 +133,7 @@ def event_stream(
 ) -> AsyncIterator[bytes]:
     """The SSE body: head chunks, one chunk per runtime chunk, exactly one finish_reason per
     choice, the usage chunk when asked, ``data: [DONE]``; an error mid-stream as a data line."""
-    from onnxg.runtime.chat import Chunk
+    from onnxg.runtime.contracts import Chunk
 
     cleanup = Cleanup(iterator, slot)
 
@@ -182,7 +186,7 @@ def wire_usage(usage: Any) -> Usage:
 
 
 async def stream_response(
-    model: ChatModel,
+    model: GenaiChatModel,
     model_id: str,
     prompt: Any,
     opts: GenerationOptions,
@@ -213,7 +217,7 @@ async def stream_response(
 
 
 async def complete(
-    model: ChatModel, model_id: str, prompt: Any, opts: GenerationOptions, *, slots: Slots, metrics: Metrics
+    model: GenaiChatModel, model_id: str, prompt: Any, opts: GenerationOptions, *, slots: Slots, metrics: Metrics
 ) -> tuple[Result, Usage]:
     """One non-streamed chat or legacy completion, holding a concurrency slot meanwhile:
     the runtime's result (for the route to shape) and its usage."""
