@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -27,12 +27,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from onnxg import __version__
+from onnxg.runtime.contracts import Model
 from onnxg.server import errors, protocol
 from onnxg.server import metrics as metrics_mod
 from onnxg.server.limits import Slots
 from onnxg.server.metrics import Metrics
 from onnxg.server.registry import Registry, load, plan
-from onnxg.server.routes import chat, completions, embeddings, health, models
+from onnxg.server.routes import chat, completions, embeddings, health
+from onnxg.server.routes import models as model_routes
 from onnxg.server.settings import Settings
 
 log = logging.getLogger("onnxg.server")
@@ -70,16 +72,25 @@ def _api_key_guard(key: str) -> Any:
     return guard
 
 
-def create_app(settings: Settings, startup: StartupState | None = None) -> Litestar:
+def create_app(settings: Settings, startup: StartupState | None = None, *,
+               models: Sequence[Model] | None = None) -> Litestar:
+    """The app serving ``models`` (already built, e.g. by the Python API or a test's fakes,
+    each under its ``name``) or else the folders of ``settings.models``, loaded at start-up."""
     startup = startup or StartupState()
-    planned = plan(settings.models)
+    planned = plan(settings.models) if models is None else []
+
+    def build() -> Registry:
+        if models is None:
+            return load(planned, threads=settings.threads, warmup=settings.warmup)
+        registry = Registry.of(models)
+        if settings.warmup:
+            registry.warmup()
+        return registry
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
-            registry = await anyio.to_thread.run_sync(
-                lambda: load(planned, threads=settings.threads, warmup=settings.warmup)
-            )
+            registry = await anyio.to_thread.run_sync(build)
         except BaseException as exc:
             startup.error = exc
             raise
@@ -100,8 +111,8 @@ def create_app(settings: Settings, startup: StartupState | None = None) -> Lites
     v1 = Router(
         path="/v1",
         route_handlers=[
-            models.list_models,
-            models.retrieve_model,
+            model_routes.list_models,
+            model_routes.retrieve_model,
             chat.chat_completions,
             completions.completions,
             embeddings.embeddings,

@@ -106,11 +106,19 @@ class ErrorResponse(Struct):
     error: ErrorBody
 
 
-class Model(Struct):
+class Model(Struct, kw_only=True, omit_defaults=True):
+    """OpenAI's model object, plus what onnxg knows of it (clients read them if they care)."""
+
     id: str
     object: str
     created: int
     owned_by: str
+    kind: str | None = None
+    """"chat", "embedding" or "e2e" (an embedding model that takes text only)."""
+    context_length: int | None = None
+    """Chat: the tokens of prompt + completion. Embeddings: the tokens (words for e2e) of one input."""
+    dimensions: int | None = None
+    """Embeddings: the width of one vector."""
 
 
 class ModelList(Struct):

@@ -1,7 +1,9 @@
 """The models a server holds, by id. Loaded once at start-up, looked up per request.
 
-Lookup is by exact id in a dict, so a request's ``model`` is never used as a file path:
-``../../etc/passwd`` is just an id we do not have.
+The registry holds ``contracts.ChatModel`` and ``contracts.EmbeddingModel`` objects: models
+loaded from folders (``plan`` + ``load``) or handed over already built (``Registry.of``: the
+Python API and the fast tests' fakes). Lookup is by exact id in a dict, so a request's
+``model`` is never used as a file path: ``../../etc/passwd`` is just an id we do not have.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
 
 from onnxg.runtime import store
+from onnxg.runtime.contracts import ChatModel, EmbeddingModel, Model
 from onnxg.runtime.errors import InvalidRequest, ModelNotFound, OnnxgError
 
 log = logging.getLogger("onnxg.server")
@@ -20,15 +23,43 @@ log = logging.getLogger("onnxg.server")
 
 @dataclass
 class Registry:
-    chat: dict[str, Any] = field(default_factory=dict)
-    embedding: dict[str, Any] = field(default_factory=dict)
+    chat: dict[str, ChatModel] = field(default_factory=dict)
+    embedding: dict[str, EmbeddingModel] = field(default_factory=dict)
     created: int = field(default_factory=lambda: int(time.time()))
+
+    @classmethod
+    def of(cls, models: Iterable[Model]) -> Registry:
+        """A registry of models already built, each served under its ``name``."""
+        registry = cls()
+        for model in models:
+            registry.add(model.name, model)
+        return registry
+
+    def add(self, model_id: str, model: Model) -> None:
+        if model_id in self.chat or model_id in self.embedding:
+            raise InvalidRequest(f"two models would be served as '{model_id}'",
+                                 hint="serve each id once; rename one folder or use store names")
+        if model.kind == "chat":
+            self.chat[model_id] = model  # type: ignore[assignment]
+        elif model.kind in ("embedding", "e2e"):
+            self.embedding[model_id] = model  # type: ignore[assignment]
+        else:
+            raise InvalidRequest(f"'{model_id}' is a {model.kind!r} model, which onnxg does not serve")
+
+    def get(self, model_id: str) -> Model | None:
+        if model_id in self.chat:
+            return self.chat[model_id]
+        return self.embedding.get(model_id)
+
+    def warmup(self) -> None:
+        for model in [*self.chat.values(), *self.embedding.values()]:
+            model.warmup()
 
     @property
     def ids(self) -> list[str]:
         return [*self.chat, *self.embedding]
 
-    def chat_model(self, model_id: str) -> tuple[str, Any]:
+    def chat_model(self, model_id: str) -> tuple[str, ChatModel]:
         """(id, chat model) for ``model_id``; an empty id means the first chat model served."""
         if not model_id and self.chat:
             model_id = next(iter(self.chat))
@@ -38,7 +69,7 @@ class Registry:
             raise InvalidRequest(f"'{model_id}' is an embedding model: use /v1/embeddings", param="model")
         raise unknown_model(model_id, self.ids)
 
-    def embedding_model(self, model_id: str) -> tuple[str, Any]:
+    def embedding_model(self, model_id: str) -> tuple[str, EmbeddingModel]:
         """(id, embedding model) for ``model_id``; an empty id means the first one served."""
         if not model_id and self.embedding:
             model_id = next(iter(self.embedding))
@@ -49,13 +80,11 @@ class Registry:
         raise unknown_model(model_id, self.ids)
 
     def close(self) -> None:
-        for model in [*self.chat.values(), *self.embedding.values()]:
-            close = getattr(model, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001 - shutting down anyway
-                    log.warning("closing %s failed", getattr(model, "name", "?"), exc_info=True)
+        for model_id, model in [*self.chat.items(), *self.embedding.items()]:
+            try:
+                model.close()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.warning("closing %s failed", model_id, exc_info=True)
 
 
 def unknown_model(model_id: str, ids: list[str]) -> ModelNotFound:
@@ -102,12 +131,12 @@ def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = T
     try:
         for item in planned:
             started = time.perf_counter()
+            model: Model
             if item.kind == "chat":
-                model: Any = GenaiChatModel.load(item.path, threads=threads)
-                registry.chat[item.id] = model
+                model = GenaiChatModel.load(item.path, threads=threads)
             else:
                 model = OnnxEmbeddingModel.load(item.path, threads=threads)
-                registry.embedding[item.id] = model
+            registry.add(item.id, model)
             if warmup:
                 model.warmup()
             log.info("loaded %s (%s) in %.1fs", item.id, item.kind, time.perf_counter() - started)

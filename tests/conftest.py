@@ -1,9 +1,16 @@
-"""Shared fixtures: a private ONNXG_HOME per test, and the offline test models."""
+"""Shared fixtures: a private ONNXG_HOME per test, the offline test models, and the two tiers.
+
+The fast tier (``python -m pytest -m "not model"``) needs no converted model and imports no
+torch: a test that uses a model fixture is marked ``model`` here automatically; any other
+test that builds or converts a model must carry ``@pytest.mark.model`` itself, and a test
+that does not is stopped (``modelkit.cache.cached`` refuses, and importing torch or
+transformers fails it)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,3 +39,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+MODEL_FIXTURES = {
+    "tiny_chat_model", "smollm2_model", "tf_models", "tf_dense_savedmodel", "tf_text_savedmodel",
+    "minilm_model", "minilm_int8_model", "minilm_source", "tiny_embed_model", "tiny_embed_source",
+}
+HEAVY_MODULES = ("torch", "transformers", "tensorflow", "optimum")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A test not marked ``model`` may build no test model and import no torch."""
+    if request.node.get_closest_marker("model"):
+        yield
+        return
+
+    def refuse(name: str, *_: object, **__: object) -> Path:
+        raise AssertionError(f"{request.node.nodeid} builds the test model {name!r}: mark it @pytest.mark.model")
+
+    monkeypatch.setattr(cache, "cached", refuse)
+    before = {m for m in HEAVY_MODULES if m in sys.modules}
+    yield
+    leaked = [m for m in HEAVY_MODULES if m in sys.modules and m not in before]
+    assert not leaked, f"{request.node.nodeid} imported {', '.join(leaked)}: mark it @pytest.mark.model"

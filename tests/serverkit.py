@@ -103,7 +103,58 @@ class ServerProcess:
         self.stop()
 
 
-def openai_client(server: ServerProcess, api_key: str = "not-needed", **kwargs: Any) -> Any:
+class AppServer:
+    """The real app (``create_app``) under a real uvicorn, in a thread of the test process,
+    serving models built in the test (the fast tier's fakes): real HTTP on a free 127.0.0.1
+    port, and the test can look inside the models it handed over."""
+
+    def __init__(self, models: Sequence[Any], **settings: Any) -> None:
+        from onnxg.server.settings import Settings
+
+        self.models = list(models)
+        self.settings = Settings(port=free_port(), **settings)
+        self.port = self.settings.port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.url}/v1"
+        self._server: Any = None
+        self._thread: Any = None
+
+    def start(self, timeout: float = 30.0) -> AppServer:
+        import threading
+
+        import uvicorn
+
+        from onnxg.server.app import create_app
+
+        app = create_app(self.settings, models=self.models)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+                                lifespan="on", timeout_graceful_shutdown=self.settings.grace_period)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # a thread cannot take signals
+        self._thread = threading.Thread(target=self._server.run, name="app-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the app server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=30)
+            assert not self._thread.is_alive(), "the app server did not stop"
+            self._server = None
+
+    def __enter__(self) -> AppServer:
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+
+def openai_client(server: ServerProcess | AppServer, api_key: str = "not-needed", **kwargs: Any) -> Any:
     """The official client, with retries off so errors are not hidden."""
     from openai import OpenAI
 

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from litestar import Response, get
 
+from onnxg.runtime.contracts import Model as ServedModel
 from onnxg.server.protocol import ENCODER, Model, ModelList
 from onnxg.server.registry import Registry, unknown_model
 
 OWNER = "onnxg"
 
 
+def describe(model_id: str, model: ServedModel, created: int) -> Model:
+    if model.kind == "chat":
+        return Model(id=model_id, object="model", created=created, owned_by=OWNER, kind=model.kind,
+                     context_length=int(model.context_length))
+    return Model(id=model_id, object="model", created=created, owned_by=OWNER, kind=model.kind,
+                 context_length=int(model.max_length), dimensions=int(model.dimensions))
+
+
 @get("/models", operation_id="listModels", summary="List the models this server serves.", tags=["Models"])
 async def list_models(registry: Registry) -> Response:
-    data = [Model(i, "model", registry.created, OWNER) for i in registry.ids]
+    data = [describe(i, registry.get(i), registry.created) for i in registry.ids]  # type: ignore[arg-type]
     return Response(ENCODER.encode(ModelList("list", data)), media_type="application/json")
 
 
 @get("/models/{model_id:path}", operation_id="retrieveModel", summary="Describe one served model.", tags=["Models"])
 async def retrieve_model(model_id: str, registry: Registry) -> Response:
     model_id = model_id.lstrip("/")
-    if model_id not in registry.ids:
+    model = registry.get(model_id)
+    if model is None:
         raise unknown_model(model_id, registry.ids)
-    return Response(ENCODER.encode(Model(model_id, "model", registry.created, OWNER)), media_type="application/json")
+    return Response(ENCODER.encode(describe(model_id, model, registry.created)), media_type="application/json")
