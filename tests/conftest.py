@@ -44,6 +44,7 @@ def free_port() -> int:
 MODEL_FIXTURES = {
     "tiny_chat_model", "smollm2_model", "tf_models", "tf_dense_savedmodel", "tf_text_savedmodel",
     "minilm_model", "minilm_int8_model", "minilm_source", "tiny_embed_model", "tiny_embed_source",
+    "tf_converted", "e2e_folders", "sp_model",  # module fixtures of test_convert_tf, test_e2e, test_embed_runtime
 }
 HEAVY_MODULES = ("torch", "transformers", "tensorflow", "optimum")
 
@@ -54,18 +55,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.model)
 
 
-@pytest.fixture(autouse=True)
-def fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
-    """A test not marked ``model`` may build no test model and import no torch."""
-    if request.node.get_closest_marker("model"):
-        yield
-        return
+_HEAVY_BEFORE = pytest.StashKey[set]()
 
-    def refuse(name: str, *_: object, **__: object) -> Path:
-        raise AssertionError(f"{request.node.nodeid} builds the test model {name!r}: mark it @pytest.mark.model")
 
-    monkeypatch.setattr(cache, "cached", refuse)
-    before = {m for m in HEAVY_MODULES if m in sys.modules}
-    yield
-    leaked = [m for m in HEAVY_MODULES if m in sys.modules and m not in before]
-    assert not leaked, f"{request.node.nodeid} imported {', '.join(leaked)}: mark it @pytest.mark.model"
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of the test is set up (module-scoped ones included)."""
+    fast = item.get_closest_marker("model") is None
+    cache.refused_by = item.nodeid if fast else None
+    item.stash[_HEAVY_BEFORE] = {m for m in HEAVY_MODULES if m in sys.modules}
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    cache.refused_by = None
+    if item.get_closest_marker("model") is None:
+        leaked = [m for m in HEAVY_MODULES if m in sys.modules and m not in item.stash.get(_HEAVY_BEFORE, set())]
+        if leaked:
+            pytest.fail(f"{item.nodeid} imported {', '.join(leaked)}: mark it @pytest.mark.model", pytrace=False)

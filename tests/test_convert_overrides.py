@@ -11,6 +11,8 @@ from modelkit.chat import SMOLLM2_VOCAB, og_generate, tokenizer_folder
 from onnxg.convert import genai, pipeline, recipes
 from onnxg.runtime.errors import OnnxgError
 
+pytestmark = pytest.mark.model  # converts a tiny Gemma 3 built with transformers
+
 TINY_GEMMA3 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
                "num_key_value_heads": 1, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 16,
                "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],

@@ -7,7 +7,6 @@ no TensorFlow loaded, as the runtime will run them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from modelkit import tf as tfkit
 from onnxg.convert import tf as tfconv
 from onnxg.runtime.errors import ConversionError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.model]  # TensorFlow SavedModels and their conversions
 
 
 def _convert(kind: str, out: Path, **extra: str) -> tuple[dict[str, Any], list[str]]:
@@ -33,7 +32,7 @@ def _convert(kind: str, out: Path, **extra: str) -> tuple[dict[str, Any], list[s
 
 
 @pytest.fixture(scope="module")
-def converted() -> dict[str, tuple[Path, dict[str, Any]]]:
+def tf_converted() -> dict[str, tuple[Path, dict[str, Any]]]:
     """dense and traps through ``onnxg.convert.tf.convert`` (cached until the converter changes)."""
     return {kind: tfkit.converted(kind) for kind in ("dense", "traps")}
 
@@ -50,8 +49,8 @@ def _run_onnx(folder: Path, inputs: dict[str, Any]) -> dict[str, Any]:
     return dict(zip(names, session.run(names, feed), strict=True))
 
 
-def test_dense_savedmodel_matches_tensorflow(converted: dict) -> None:
-    folder, provenance = converted["dense"]
+def test_dense_savedmodel_matches_tensorflow(tf_converted: dict) -> None:
+    folder, provenance = tf_converted["dense"]
     expected = tfkit.expected("dense")
     got = _run_onnx(folder, expected["inputs"])
     want = np.array(expected["outputs"]["y"], dtype=np.float32)
@@ -68,14 +67,14 @@ def test_dense_savedmodel_matches_tensorflow(converted: dict) -> None:
     assert meta["text_input"] is None and meta["embedding_output"] == "y" and meta["dimensions"] == 3
 
 
-def test_string_graph_without_fixes_would_not_even_load(converted: dict, tmp_path: Path) -> None:
+def test_string_graph_without_fixes_would_not_even_load(tf_converted: dict, tmp_path: Path) -> None:
     """The premise of the fixes: tf2onnx's raw output needs a locale this machine lacks."""
     import onnx
 
     from onnxg.runtime.e2e import open_session
     from onnxg.runtime.errors import ModelLoadError
 
-    folder, _ = converted["traps"]
+    folder, _ = tf_converted["traps"]
     model = onnx.load(str(folder / "model.onnx"))
     for node in model.graph.node:
         if node.op_type == "StringNormalizer":
@@ -102,8 +101,8 @@ def test_string_graph_without_fixes_would_not_even_load(converted: dict, tmp_pat
     ],
     ids=["lower-upper", "lower-utf8", "split", "length-bytes", "length-chars", "hash"],
 )
-def test_each_trap_is_fixed_and_matches_tensorflow(converted: dict, outputs: tuple[str, ...], fix: str) -> None:
-    folder, provenance = converted["traps"]
+def test_each_trap_is_fixed_and_matches_tensorflow(tf_converted: dict, outputs: tuple[str, ...], fix: str) -> None:
+    folder, provenance = tf_converted["traps"]
     assert any(fix in line for line in provenance["fixes"]), provenance["fixes"]
     expected = tfkit.expected("traps")
     got = _run_onnx(folder, expected["inputs"])
@@ -119,8 +118,8 @@ def test_each_trap_is_fixed_and_matches_tensorflow(converted: dict, outputs: tup
             assert value.dtype == (np.int32 if name in ("bytes", "chars", "word_counts") else np.int64), name
 
 
-def test_metadata_names_the_text_input_and_python_op(converted: dict) -> None:
-    folder, provenance = converted["traps"]
+def test_metadata_names_the_text_input_and_python_op(tf_converted: dict) -> None:
+    folder, provenance = tf_converted["traps"]
     meta = json.loads((folder / "model_io.json").read_text())
     assert meta["text_input"] == "text"
     assert meta["embedding_output"] == "embedding" and meta["dimensions"] == 4
@@ -167,7 +166,6 @@ def test_bad_options_are_refused_before_any_work(tmp_path: Path) -> None:
                        trust_remote_code=False, log=tmp_path / "log", progress=lambda s: None)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxg.cli.convert") is None, reason="no `onnxg convert` yet")
 def test_onnxg_convert_command_on_a_savedmodel(tf_text_savedmodel: Path, tmp_path: Path) -> None:
     out = tmp_path / "text-e2e"
     done = subprocess.run(

@@ -197,6 +197,7 @@ EMBED_REQUEST = {"input": "Rain won’t stop me. Wind won’t stop me. Neither w
                           "I’ll never lose my temper, trying always to keep a quiet smile on my face."}
 
 
+@pytest.mark.model
 @pytest.mark.real
 @pytest.mark.slow
 def test_first_serve_builds_the_defaults_offline(onnxg_home):

@@ -32,11 +32,17 @@ def toolchains() -> Path:
     return root() / "toolchains"
 
 
+refused_by: str | None = None
+"""The fast-tier test running now (set by tests/conftest.py): it may not use built models."""
+
+
 def cached(name: str, spec: dict[str, Any], build: Callable[[Path], None]) -> Path:
     """The folder built by ``build(folder)`` for ``spec``; built once, then reused.
 
     The key covers the spec and the source of the builder, so editing either rebuilds.
     """
+    if refused_by is not None:
+        raise AssertionError(f"{refused_by} uses the test model {name!r}: mark it @pytest.mark.model")
     source = inspect.getsource(inspect.getmodule(build) or build)
     key = hashlib.sha256((json.dumps(spec, sort_keys=True) + source).encode()).hexdigest()[:12]
     models = root() / "models"
