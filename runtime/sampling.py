@@ -24,8 +24,8 @@ class Sampler:
     """The per-row sampling state: the row's options, its random stream, the counts of tokens seen.
 
     Every value ``GenerationOptions`` accepts keeps sampling finite: scores are float64, a NaN
-    score never wins, +inf scores (a penalty near 0, a temperature near 0) tie among themselves,
-    and a row whose scores are all -inf picks uniformly.
+    score never wins, +inf scores (a repetition penalty near 0) tie among themselves, a
+    temperature near 0 nears greedy, and a row whose scores are all -inf picks uniformly.
     """
 
     def __init__(self, options: GenerationOptions | None = None, row: int = 0) -> None:
@@ -81,8 +81,8 @@ class Sampler:
         scores = self._penalised(logits)
         if self.greedy:
             return int(np.argmax(scores))
-        with np.errstate(over="ignore", invalid="ignore"):
-            scores = scores / self.options.temperature
+        with np.errstate(over="ignore"):
+            scores = _shifted(scores) / self.options.temperature  # <= 0: a tiny temperature nears greedy
         vocab = scores.shape[0]
         top_k, top_p = self.options.top_k, self.options.top_p
         ids = np.argpartition(-scores, top_k - 1)[:top_k] if 0 < top_k < vocab else None
@@ -91,6 +91,17 @@ class Sampler:
         if ids is None:
             return int(self.rng.choice(vocab, p=_softmax(scores)))
         return int(ids[self.rng.choice(ids.shape[0], p=_softmax(scores[ids]))])
+
+
+def _shifted(x: np.ndarray) -> np.ndarray:
+    """``x`` moved so that its best score is 0: +inf scores (the only candidates then) become 0,
+    a row of -inf becomes all 0 (uniform)."""
+    top = x.max()
+    if top == np.inf:
+        return np.where(x == np.inf, 0.0, -np.inf)
+    if top == -np.inf:
+        return np.zeros_like(x)
+    return x - top
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -315,5 +315,8 @@ def test_infinite_scores_win_and_dead_rows_still_answer() -> None:
     sampler = Sampler(GenerationOptions(seed=1))
     assert {sampler.choose(logits) for _ in range(50)} == {1, 3}
     assert Sampler(GenerationOptions(temperature=0)).choose(np.array([np.nan, 1.0], dtype=np.float32)) == 1
+    logits = np.random.default_rng(3).normal(size=500).astype(np.float32) * 3
+    cold = Sampler(GenerationOptions(temperature=5e-324, seed=3))
+    assert {cold.choose(logits) for _ in range(20)} == {int(np.argmax(logits))}  # near 0: near greedy
     dead = np.full(4, -np.inf, dtype=np.float32)
     assert 0 <= Sampler(GenerationOptions(seed=2)).choose(dead) < 4
