@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -97,17 +96,7 @@ def _messages(prompt: str | Sequence[Message | Mapping[str, str]], system: str |
 def _options(options: Mapping[str, Any]) -> Any:
     from onnxg.runtime.options import GenerationOptions
 
-    known = {f.name for f in fields(GenerationOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise InvalidRequest(
-            f"unknown generation option {unknown[0]!r}",
-            hint="known: " + ", ".join(sorted(known)),
-            param=unknown[0],
-        )
-    opts = GenerationOptions(**options)
-    opts.validate()
-    return opts
+    return GenerationOptions.from_openai(**options)
 
 
 @overload

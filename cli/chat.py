@@ -53,11 +53,9 @@ def chat(
     from onnxg.runtime.contracts import Message
     from onnxg.runtime.options import GenerationOptions
 
-    options = GenerationOptions(max_tokens=max_tokens, stop=list(stop or []))
-    for name, value in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k), ("seed", seed)):
-        if value is not None:
-            setattr(options, name, value)
-    options.validate()
+    options = GenerationOptions.from_openai(
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stop
+    )
     if chat_template is not None and not chat_template.is_file():
         raise InvalidRequest(f"chat template file not found: {chat_template}", param="chat_template")
     if prompt is None and not sys.stdin.isatty():

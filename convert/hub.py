@@ -33,8 +33,6 @@ _URL = re.compile(r"^https?://[^/]+/(?:models/)?")
 class HubError(OnnxgError):
     """The hub said no, or could not be reached."""
 
-    status = 502
-    type = "server_error"
     code = "hub_error"
 
 
@@ -43,13 +41,10 @@ class RepoNotFound(ModelNotFound):
 
 
 class AuthRequired(HubError):
-    status = 401
-    type = "invalid_request_error"
     code = "hub_auth_required"
 
 
 class HubUnreachable(HubError):
-    status = 503
     code = "hub_unreachable"
 
 
@@ -58,8 +53,6 @@ class NoOnnxFiles(ModelNotFound):
 
 
 class DiskFull(OnnxgError):
-    status = 507
-    type = "server_error"
     code = "disk_full"
 
 

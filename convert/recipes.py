@@ -34,8 +34,6 @@ _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(/[^\
 class RecipeError(OnnxgError):
     """A recipe file that is not valid (names the file and the key)."""
 
-    status = 500
-    type = "server_error"
     code = "invalid_recipe"
 
 

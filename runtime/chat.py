@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 from onnxg.runtime import store
 from onnxg.runtime.contracts import Chunk, Message, Prompt, Result, TokenLogprob, Usage, collect
-from onnxg.runtime.engine import Engine, GenerationError, Job, Row
-from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
+from onnxg.runtime.engine import Engine, Job, Row
+from onnxg.runtime.errors import ContextLengthExceeded, GenerationError, InvalidRequest, ModelLoadError
 from onnxg.runtime.layout import Kind
 from onnxg.runtime.options import GenerationOptions
 from onnxg.runtime.sampling import Sampler
@@ -142,7 +142,6 @@ class GenaiChatModel:
     def stream(self, prompt: Prompt, options: GenerationOptions,
                cancel: threading.Event | None = None) -> Iterator[Chunk | Usage]:
         """Chunks of all n choices interleaved, then one Usage. Errors come before the first item."""
-        options.validate()
         ids, text = self._prompt_ids(prompt)
         if not ids:
             raise InvalidRequest("the prompt is empty", param="messages" if not isinstance(prompt, str) else "prompt")
@@ -157,13 +156,7 @@ class GenaiChatModel:
         budget = room if limit is None else min(limit, room)
         job = Job(prompt=ids, cancel=cancel or threading.Event())
         for i in range(options.n):
-            sampler = Sampler(
-                temperature=float(options.temperature), top_p=float(options.top_p), top_k=int(options.top_k),
-                repetition_penalty=float(options.repetition_penalty),
-                presence_penalty=float(options.presence_penalty), frequency_penalty=float(options.frequency_penalty),
-                seed=None if options.seed is None else [int(options.seed) & 0xFFFFFFFFFFFFFFFF, i],
-                want_logprobs=options.logprobs, top_logprobs=options.top_logprobs,
-            )
+            sampler = Sampler(options, row=i)
             sampler.remember_prompt(ids)
             job.rows.append(Row(job=job, index=i, sampler=sampler, prompt=ids, budget=budget))
         in_think = text.rstrip().endswith(THINK_OPEN) and not isinstance(prompt, str)

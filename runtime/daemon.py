@@ -35,8 +35,6 @@ STOP_MARGIN_S = 5.0  # waited on top of a server's own grace period before SIGKI
 class ServerStartError(OnnxgError):
     """The server process died, or did not answer /health in time."""
 
-    status = 500
-    type = "server_error"
     code = "server_start_failed"
 
 

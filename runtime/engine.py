@@ -30,19 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from onnxg.runtime.errors import OnnxgError, short_message
+from onnxg.runtime.errors import GenerationError, short_message
 from onnxg.runtime.sampling import Sampler, log_softmax, top_logprobs
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 16
 COALESCE_S = 0.003
-
-
-class GenerationError(OnnxgError):
-    status = 500
-    type = "server_error"
-    code = "generation_failed"
 
 
 @dataclass

@@ -1,16 +1,17 @@
 """The one error family of onnxg.
 
-Every error a user can cause or fix is an ``OnnxgError``: a one-line ``message`` and an
-optional ``hint``. The CLI prints them as one red line (plus the hint) and exits 1; the
-server maps them to OpenAI's error JSON through ``status``, ``type``, ``code`` and ``param``.
+Every error a user can cause or fix is an ``OnnxgError``: what went wrong, and nothing about
+HTTP. It has a one-line ``message``, an optional ``hint``, the ``param`` (an OpenAI field or
+CLI option name) it is about, and a ``code`` naming the kind of failure
+(``context_length_exceeded``). The CLI prints the message as one red line (plus the hint) and
+exits 1; the server's ``server/errors.py`` alone decides each class's HTTP status and OpenAI
+error type.
 """
 
 from __future__ import annotations
 
 
 class OnnxgError(Exception):
-    status: int = 400
-    type: str = "invalid_request_error"
     code: str | None = None
 
     def __init__(self, message: str, hint: str | None = None, *, param: str | None = None) -> None:
@@ -40,29 +41,36 @@ class InvalidRequest(OnnxgError):
 
 
 class ModelNotFound(OnnxgError):
-    status = 404
+    """No model (folder, store name or recipe) by that name."""
+
     code = "model_not_found"
 
 
 class ModelLoadError(OnnxgError):
     """A folder that is not a model onnxg can load."""
 
-    status = 500
-    type = "server_error"
     code = "model_load_error"
 
 
-class ContextLengthExceeded(OnnxgError):
+class ContextLengthExceeded(InvalidRequest):
+    """A prompt longer than the model's context."""
+
     code = "context_length_exceeded"
 
 
+class GenerationError(OnnxgError):
+    """The model failed while generating (or was closed meanwhile)."""
+
+    code = "generation_failed"
+
+
 class ConversionError(OnnxgError):
-    status = 500
-    type = "server_error"
+    """A model that could not be converted to ONNX."""
+
     code = "conversion_failed"
 
 
 class ToolchainError(OnnxgError):
-    status = 500
-    type = "server_error"
+    """A converter toolchain (its virtual environment or worker process) that failed."""
+
     code = "toolchain_failed"

@@ -22,8 +22,6 @@ DEFAULT_GRACE_S = 30.0  # the server's own default grace period for in-flight re
 class StopError(OnnxgError):
     """A server that could not be signalled (another user's process)."""
 
-    status = 500
-    type = "server_error"
     code = "server_stop_failed"
 
 

@@ -12,64 +12,68 @@ output, then temperature, top-k, top-p) and OpenAI's penalty formula
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
+from onnxg.runtime.options import GenerationOptions
+
 _CANDIDATES = 256  # top-p looks at the best this many first, and sorts everything only if needed
+_SEED_MASK = 0xFFFFFFFFFFFFFFFF
 
 
-@dataclass
 class Sampler:
-    """The per-row sampling state: settings, the random stream, and the counts of tokens seen."""
+    """The per-row sampling state: the row's options, its random stream, the counts of tokens seen.
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    top_logprobs: int = 0
-    want_logprobs: bool = False
-    rng: np.random.Generator = field(init=False)
-    _counts: dict[int, int] = field(init=False, default_factory=dict)
-    _seen: set[int] = field(init=False, default_factory=set)
+    Every value ``GenerationOptions`` accepts keeps sampling finite: scores are float64, a NaN
+    score never wins, +inf scores (a repetition penalty near 0) tie among themselves, a
+    temperature near 0 nears greedy, and a row whose scores are all -inf picks uniformly.
+    """
 
-    def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.seed)
+    def __init__(self, options: GenerationOptions | None = None, row: int = 0) -> None:
+        self.options = options if options is not None else GenerationOptions()
+        seed = self.options.seed
+        self.rng = np.random.default_rng(None if seed is None else [seed & _SEED_MASK, row])
+        self._counts: dict[int, int] = {}
+        self._seen: set[int] = set()
+
+    @property
+    def want_logprobs(self) -> bool:
+        return self.options.logprobs
+
+    @property
+    def top_logprobs(self) -> int:
+        return self.options.top_logprobs
 
     def remember_prompt(self, ids: list[int]) -> None:
         """Prompt tokens count for the repetition penalty only (as in transformers)."""
-        if self.repetition_penalty != 1.0:
+        if self.options.repetition_penalty != 1.0:
             self._seen.update(int(i) for i in ids)
 
     def remember(self, token: int) -> None:
-        if self.presence_penalty or self.frequency_penalty:
+        if self.options.presence_penalty or self.options.frequency_penalty:
             self._counts[token] = self._counts.get(token, 0) + 1
-        if self.repetition_penalty != 1.0:
+        if self.options.repetition_penalty != 1.0:
             self._seen.add(token)
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        return self.options.temperature == 0.0 or self.options.top_k == 1
 
     def _penalised(self, logits: np.ndarray) -> np.ndarray:
-        if not (self._seen or self._counts):
-            return logits
-        out = logits.copy()
+        """float64 scores: the logits with the penalties applied, NaN as -inf."""
+        out = np.fmax(logits, -np.inf, dtype=np.float64)
         if self._seen:
             ids = np.fromiter(self._seen, dtype=np.int64, count=len(self._seen))
             ids = ids[ids < out.shape[0]]
             values = out[ids]
-            p = self.repetition_penalty
-            out[ids] = np.where(values > 0, values / p, values * p)
+            p = self.options.repetition_penalty
+            with np.errstate(over="ignore", under="ignore"):
+                out[ids] = np.where(values > 0, values / p, values * p)
         if self._counts:
             ids = np.fromiter(self._counts.keys(), dtype=np.int64, count=len(self._counts))
-            counts = np.fromiter(self._counts.values(), dtype=np.float32, count=len(self._counts))
+            counts = np.fromiter(self._counts.values(), dtype=np.float64, count=len(self._counts))
             keep = ids < out.shape[0]
             ids, counts = ids[keep], counts[keep]
-            out[ids] -= counts * self.frequency_penalty + (counts > 0) * self.presence_penalty
+            out[ids] -= counts * self.options.frequency_penalty + (counts > 0) * self.options.presence_penalty
         return out
 
     def choose(self, logits: np.ndarray) -> int:
@@ -77,23 +81,36 @@ class Sampler:
         scores = self._penalised(logits)
         if self.greedy:
             return int(np.argmax(scores))
-        scores = scores.astype(np.float64) / self.temperature
+        with np.errstate(over="ignore"):
+            scores = _shifted(scores) / self.options.temperature  # <= 0: a tiny temperature nears greedy
         vocab = scores.shape[0]
-        if 0 < self.top_k < vocab:
-            ids = np.argpartition(-scores, self.top_k - 1)[: self.top_k]
-        else:
-            ids = None
-        if self.top_p < 1.0:
-            ids = _nucleus(scores, ids, self.top_p)
+        top_k, top_p = self.options.top_k, self.options.top_p
+        ids = np.argpartition(-scores, top_k - 1)[:top_k] if 0 < top_k < vocab else None
+        if top_p < 1.0:
+            ids = _nucleus(scores, ids, top_p)
         if ids is None:
-            probs = _softmax(scores)
-            return int(self.rng.choice(vocab, p=probs))
-        probs = _softmax(scores[ids])
-        return int(ids[self.rng.choice(ids.shape[0], p=probs)])
+            return int(self.rng.choice(vocab, p=_softmax(scores)))
+        return int(ids[self.rng.choice(ids.shape[0], p=_softmax(scores[ids]))])
+
+
+def _shifted(x: np.ndarray) -> np.ndarray:
+    """``x`` moved so that its best score is 0: +inf scores (the only candidates then) become 0,
+    a row of -inf becomes all 0 (uniform)."""
+    top = x.max()
+    if top == np.inf:
+        return np.where(x == np.inf, 0.0, -np.inf)
+    if top == -np.inf:
+        return np.zeros_like(x)
+    return x - top
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
+    """Probabilities that always sum to 1: +inf scores share all of it, all -inf is uniform."""
+    top = x.max()
+    if not np.isfinite(top):
+        ties = x == top if top > 0 else np.ones(x.shape, dtype=bool)
+        return ties / ties.sum()
+    e = np.exp(x - top)
     return e / e.sum()
 
 
@@ -114,8 +131,12 @@ def _nucleus(scores: np.ndarray, ids: np.ndarray | None, top_p: float) -> np.nda
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    shifted = x - x.max()
+    x = np.fmax(logits, -np.inf, dtype=np.float64)
+    top = x.max()
+    if not np.isfinite(top):
+        with np.errstate(divide="ignore"):
+            return np.log(_softmax(x))
+    shifted = x - top
     return shifted - np.log(np.exp(shifted).sum())
 
 

@@ -5,6 +5,9 @@ unknown routes (404), wrong methods (405), oversized bodies (413), runtime error
 (``OnnxgError``: context too long, unknown model, ...) and internal errors (500) all come out
 the same way. Internal errors are logged with their traceback and answered with a generic
 message: no C++ exception text or traceback reaches a client.
+
+The runtime's errors say what went wrong (message, hint, param, code); ``STATUS`` here is the one
+place that says which HTTP status and OpenAI error type each kind of error is answered with.
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from typing import Any
 
 import msgspec
 
-from onnxg.runtime.errors import OnnxgError
+from onnxg.runtime.errors import (
+    ContextLengthExceeded,
+    ConversionError,
+    GenerationError,
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotFound,
+    OnnxgError,
+    ToolchainError,
+)
 from onnxg.server.protocol import ENCODER, ErrorBody, ErrorResponse
 
 log = logging.getLogger("onnxg.server")
@@ -49,9 +61,25 @@ class APIError(Exception):
         return ENCODER.encode(self.body())
 
 
+# (HTTP status, OpenAI error type) per runtime error class; an error takes the entry of the
+# nearest class in its MRO, so a subclass defined elsewhere (a template error, a hub error)
+# is answered as its family is. The OpenAI ``code`` is the error's own.
+STATUS: dict[type[OnnxgError], tuple[int, str]] = {
+    OnnxgError: (400, "invalid_request_error"),
+    InvalidRequest: (400, "invalid_request_error"),
+    ContextLengthExceeded: (400, "invalid_request_error"),
+    ModelNotFound: (404, "invalid_request_error"),
+    ModelLoadError: (500, "server_error"),
+    GenerationError: (500, "server_error"),
+    ConversionError: (500, "server_error"),
+    ToolchainError: (500, "server_error"),
+}
+
+
 def from_onnxg(exc: OnnxgError) -> APIError:
+    status, type_ = next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
     message = exc.message if not exc.hint else f"{exc.message} ({exc.hint})"
-    return APIError(exc.status, message, type=exc.type, param=exc.param, code=exc.code)
+    return APIError(status, message, type=type_, param=exc.param, code=exc.code)
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:

@@ -2,8 +2,11 @@
 
 Requests are decoded strictly (``"5"`` is not an int) and unknown fields are ignored, as
 OpenAI's own clients send fields we have no use for (``user``, ``metadata``, ``store``, ...).
-Fields we cannot honour but a client may send are declared loosely (``Any``) so the route can
-reject them with a clear ``param`` instead of a type error. Response fields that OpenAI
+Fields we cannot honour but a client may send are declared loosely (``Any``) so that
+``to_options()`` can reject them with a clear ``param`` instead of a type error. The sampling
+fields carry only their JSON types here: their ranges and cross-field rules are
+``runtime/options.py``'s, checked once when a request converts itself with ``to_options()``
+(the published JSON schema shows the ranges, taken from there). Response fields that OpenAI
 always sends are declared without a default (so they are always encoded, ``null`` included);
 optional ones default to ``UNSET`` and are left out.
 """
@@ -15,11 +18,20 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from onnxg.runtime.errors import InvalidRequest
+from onnxg.runtime.options import Bound, GenerationOptions, json_schema
+
 # ---------------------------------------------------------------- requests
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
-Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
-Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+LEGACY_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+LEGACY_LOGPROBS = Bound(int, 0, 5)  # /v1/completions' logprobs: how many alternatives
+BEST_OF = Bound(int, 0, 20)
+
+
+def _ranged(name: str) -> Meta:
+    """Documents option ``name``'s range in the JSON schema; the check is GenerationOptions'."""
+    return Meta(extra_json_schema=json_schema(name))
 
 
 class ContentPart(Struct):
@@ -44,45 +56,89 @@ class ResponseFormat(Struct):
 
 
 class _SamplingRequest(Struct, kw_only=True):
-    """The sampling fields chat and legacy completions share."""
+    """The sampling fields chat and legacy completions share (GenerationOptions' names;
+    None = OpenAI's default)."""
 
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    top_p: Probability | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
-    repetition_penalty: Annotated[float, Meta(gt=0.0)] | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
+    temperature: Annotated[float, _ranged("temperature")] | None = None
+    top_p: Annotated[float, _ranged("top_p")] | None = None
+    top_k: Annotated[int, _ranged("top_k")] | None = None
+    repetition_penalty: Annotated[float, _ranged("repetition_penalty")] | None = None
+    presence_penalty: Annotated[float, _ranged("presence_penalty")] | None = None
+    frequency_penalty: Annotated[float, _ranged("frequency_penalty")] | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: Annotated[int, Meta(ge=1, le=128)] | None = None
+    n: Annotated[int, _ranged("n")] | None = None
+    logit_bias: dict[str, Any] | None = None
+
+    def _sampling(self) -> dict[str, Any]:
+        if self.logit_bias:
+            raise InvalidRequest("'logit_bias' is not supported by this server.", param="logit_bias")
+        return {name: getattr(self, name) for name in _SamplingRequest.__struct_fields__ if name != "logit_bias"}
 
 
 class ChatCompletionRequest(_SamplingRequest, kw_only=True):
     model: str = ""  # "" or absent: the first chat model served (as the original tool allowed)
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_tokens: Annotated[int, _ranged("max_tokens")] | None = None
+    max_completion_tokens: Annotated[int, _ranged("max_completion_tokens")] | None = None
     logprobs: bool | None = None
-    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, _ranged("top_logprobs")] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     tools: list[Any] | None = None
     functions: list[Any] | None = None
-    logit_bias: dict[str, Any] | None = None
+
+    def to_options(self) -> GenerationOptions:
+        """The runtime's options for this request, or InvalidRequest naming the field."""
+        if self.tools:
+            raise InvalidRequest("'tools' are not supported by this server.", param="tools")
+        if self.functions:
+            raise InvalidRequest("'functions' are not supported by this server.", param="functions")
+        if self.response_format is not None and self.response_format.type != "text":
+            raise InvalidRequest(
+                f"response_format '{self.response_format.type}' is not supported; only 'text'.",
+                param="response_format",
+            )
+        return GenerationOptions.from_openai(
+            **self._sampling(),
+            max_tokens=self.max_tokens,
+            max_completion_tokens=self.max_completion_tokens,
+            logprobs=self.logprobs,
+            top_logprobs=self.top_logprobs,
+        )
 
 
 class CompletionRequest(_SamplingRequest, kw_only=True):
     model: str = ""
     prompt: str | list[Any] | None = None
-    max_tokens: Annotated[int, Meta(ge=0)] | None = None
-    best_of: Annotated[int, Meta(ge=0, le=20)] | None = None
-    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None
+    max_tokens: Annotated[int, _ranged("max_tokens")] | None = None
+    best_of: Annotated[int, Meta(extra_json_schema=BEST_OF.json_schema())] | None = None
+    logprobs: Annotated[int, Meta(extra_json_schema=LEGACY_LOGPROBS.json_schema())] | None = None
     echo: bool | None = None
     suffix: str | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    logit_bias: dict[str, Any] | None = None
+
+    def to_options(self) -> GenerationOptions:
+        """The runtime's options for this request: ``logprobs`` here is how many alternatives
+        (0-5) to return with each token, which is chat's ``logprobs: true`` + ``top_logprobs``."""
+        if self.suffix:
+            raise InvalidRequest("'suffix' is not supported by this server.", param="suffix")
+        if self.best_of is not None:
+            BEST_OF.check("best_of", self.best_of)
+            if self.best_of not in (0, 1) and self.best_of != (self.n or 1):
+                raise InvalidRequest("'best_of' is not supported (use n).", param="best_of")
+        if self.logprobs is not None:
+            LEGACY_LOGPROBS.check("logprobs", self.logprobs)
+            if self.echo:
+                raise InvalidRequest("'echo' with 'logprobs' is not supported (no prompt logprobs).", param="logprobs")
+        return GenerationOptions.from_openai(
+            **self._sampling(),
+            max_tokens=LEGACY_MAX_TOKENS if self.max_tokens is None else self.max_tokens,
+            logprobs=self.logprobs is not None,
+            top_logprobs=self.logprobs,
+        )
 
 
 class EmbeddingRequest(Struct, kw_only=True):

@@ -10,6 +10,7 @@ import pytest
 
 from onnxg.runtime import template
 from onnxg.runtime.errors import InvalidRequest, ModelLoadError
+from onnxg.runtime.options import GenerationOptions
 from onnxg.runtime.sampling import Sampler, log_softmax, top_logprobs
 from onnxg.runtime.textstream import Detokenizer, ReasoningSplitter, StopMatcher
 
@@ -91,32 +92,32 @@ def _logits(seed: int = 0, vocab: int = 1000) -> np.ndarray:
 def test_greedy_and_top_k_one() -> None:
     logits = _logits()
     best = int(np.argmax(logits))
-    assert Sampler(temperature=0.0).choose(logits) == best
-    assert Sampler(temperature=1.5, top_k=1, seed=3).choose(logits) == best
-    assert Sampler(temperature=1.0, top_p=0.0, seed=3).choose(logits) == best
+    assert Sampler(GenerationOptions(temperature=0.0)).choose(logits) == best
+    assert Sampler(GenerationOptions(temperature=1.5, top_k=1, seed=3)).choose(logits) == best
+    assert Sampler(GenerationOptions(temperature=1.0, top_p=0.0, seed=3)).choose(logits) == best
 
 
 def test_top_k_and_top_p_restrict_the_choices() -> None:
     logits = _logits()
     allowed_k = set(np.argsort(-logits)[:5].tolist())
-    sampler = Sampler(temperature=1.0, top_k=5, seed=1)
+    sampler = Sampler(GenerationOptions(temperature=1.0, top_k=5, seed=1))
     picks = {sampler.choose(logits) for _ in range(300)}
     assert picks <= allowed_k and len(picks) > 1
     probs = np.exp(log_softmax(logits))
     order = np.argsort(-probs)
     nucleus = set(order[: int(np.searchsorted(np.cumsum(probs[order]), 0.5)) + 1].tolist())
-    sampler = Sampler(temperature=1.0, top_p=0.5, seed=1)
+    sampler = Sampler(GenerationOptions(temperature=1.0, top_p=0.5, seed=1))
     picks = {sampler.choose(logits) for _ in range(300)}
     assert picks <= nucleus and len(picks) > 1
-    wide = Sampler(temperature=1.0, seed=1)
+    wide = Sampler(GenerationOptions(temperature=1.0, seed=1))
     assert len({wide.choose(logits) for _ in range(300)}) > len(nucleus)
 
 
 def test_seeded_sampling_repeats() -> None:
     logits = _logits()
-    a = Sampler(temperature=1.0, seed=42)
-    b = Sampler(temperature=1.0, seed=42)
-    c = Sampler(temperature=1.0, seed=43)
+    a = Sampler(GenerationOptions(temperature=1.0, seed=42))
+    b = Sampler(GenerationOptions(temperature=1.0, seed=42))
+    c = Sampler(GenerationOptions(temperature=1.0, seed=43))
     seq_a = [a.choose(logits) for _ in range(50)]
     assert seq_a == [b.choose(logits) for _ in range(50)]
     assert seq_a != [c.choose(logits) for _ in range(50)]
@@ -124,19 +125,19 @@ def test_seeded_sampling_repeats() -> None:
 
 def test_penalties_follow_openai_and_transformers() -> None:
     logits = np.array([2.0, -1.0, 0.5, 3.0], dtype=np.float32)
-    s = Sampler(temperature=0.0, presence_penalty=0.5, frequency_penalty=0.25)
+    s = Sampler(GenerationOptions(temperature=0.0, presence_penalty=0.5, frequency_penalty=0.25))
     for token in (3, 3, 1):
         s.remember(token)
     out = s._penalised(logits)
     assert out[3] == pytest.approx(3.0 - 2 * 0.25 - 0.5)
     assert out[1] == pytest.approx(-1.0 - 0.25 - 0.5)
     assert out[0] == 2.0 and out[2] == 0.5
-    r = Sampler(temperature=0.0, repetition_penalty=2.0)
+    r = Sampler(GenerationOptions(temperature=0.0, repetition_penalty=2.0))
     r.remember_prompt([0, 1])
     out = r._penalised(logits)
     assert out[0] == pytest.approx(1.0) and out[1] == pytest.approx(-2.0) and out[3] == 3.0
-    assert Sampler(temperature=0.0, presence_penalty=2.0).choose(logits) == 3
-    p = Sampler(temperature=0.0, presence_penalty=2.0)
+    assert Sampler(GenerationOptions(temperature=0.0, presence_penalty=2.0)).choose(logits) == 3
+    p = Sampler(GenerationOptions(temperature=0.0, presence_penalty=2.0))
     p.remember(3)
     assert p.choose(logits) == 0
 

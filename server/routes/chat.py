@@ -27,7 +27,7 @@ from onnxg.server.protocol import (
     Usage,
 )
 from onnxg.server.registry import Registry
-from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, options, sse, stream_response
+from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, sse, stream_response
 
 
 def to_messages(items: list[ChatMessage]) -> list[Any]:
@@ -57,19 +57,6 @@ def to_messages(items: list[ChatMessage]) -> list[Any]:
             content = ""
         messages.append(Message(role=role, content=content))
     return messages
-
-
-def check_unsupported(req: ChatCompletionRequest) -> None:
-    if req.tools:
-        raise invalid("'tools' are not supported by this server.", param="tools")
-    if req.functions:
-        raise invalid("'functions' are not supported by this server.", param="functions")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise invalid(
-            f"response_format '{req.response_format.type}' is not supported; only 'text'.", param="response_format"
-        )
-    if req.top_logprobs and not req.logprobs:
-        raise invalid("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
 
 
 def to_logprobs(items: list[Any] | None) -> ChoiceLogprobs | None:
@@ -135,15 +122,9 @@ class ChatFormat:
 async def chat_completions(request: Request, registry: Registry, slots: Slots, metrics: Metrics) -> Response:
     started = time.perf_counter()
     req: ChatCompletionRequest = decode(await request.body(), ChatCompletionRequest)
+    opts = req.to_options()
     model_id, model = registry.chat_model(req.model)
-    check_unsupported(req)
     messages = to_messages(req.messages)
-    opts = options(
-        req,
-        max_tokens=req.max_completion_tokens or req.max_tokens,
-        logprobs=bool(req.logprobs),
-        top_logprobs=req.top_logprobs or 0,
-    )
     if req.stream:
         return await stream_response(model, model_id, messages, opts, ChatFormat(model_id, opts.n, opts.logprobs),
                                      stream_options=req.stream_options, slots=slots, metrics=metrics, started=started)

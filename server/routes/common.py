@@ -1,4 +1,4 @@
-"""What the chat and legacy completion routes share: sampling options, ids, SSE framing."""
+"""What the chat and legacy completion routes share: ids, SSE framing, the runtime calls."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from onnxg import __version__
 from onnxg.server.bridge import ThreadedIterator
-from onnxg.server.errors import invalid, sse_error
+from onnxg.server.errors import sse_error
 from onnxg.server.limits import Slot, Slots
 from onnxg.server.metrics import Metrics
 from onnxg.server.protocol import StreamOptions, Usage
@@ -40,41 +40,6 @@ def now() -> int:
 
 def sse(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
-
-
-def stop_list(stop: str | list[str] | None) -> list[str]:
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else list(stop)
-    if len(stops) > 4:
-        raise invalid("'stop' takes at most 4 sequences.", param="stop")
-    if any(s == "" for s in stops):
-        raise invalid("'stop' sequences must not be empty.", param="stop")
-    return stops
-
-
-def options(req: Any, *, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> GenerationOptions:
-    """Runtime ``GenerationOptions`` from a request's OpenAI fields (None = OpenAI's default)."""
-    from onnxg.runtime.options import GenerationOptions
-
-    if req.logit_bias:
-        raise invalid("'logit_bias' is not supported by this server.", param="logit_bias")
-    opts = GenerationOptions(
-        max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=req.top_k or 0,
-        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        seed=req.seed,
-        stop=stop_list(req.stop),
-        n=req.n or 1,
-        logprobs=logprobs,
-        top_logprobs=top_logprobs,
-    )
-    opts.validate()  # an OnnxgError: errors.handle answers it as OpenAI's error JSON
-    return opts
 
 
 class StreamFormat(Protocol):

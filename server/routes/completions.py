@@ -19,10 +19,7 @@ from onnxg.server.protocol import (
     Usage,
 )
 from onnxg.server.registry import Registry
-from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, options, sse, stream_response
-
-DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
-
+from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, sse, stream_response
 
 def prompt_text(prompt: str | list[Any] | None) -> str:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -100,20 +97,9 @@ class CompletionFormat:
 async def completions(request: Request, registry: Registry, slots: Slots, metrics: Metrics) -> Response:
     started = time.perf_counter()
     req: CompletionRequest = decode(await request.body(), CompletionRequest)
+    opts = req.to_options()
     model_id, model = registry.chat_model(req.model)
     prompt = prompt_text(req.prompt)
-    if req.suffix:
-        raise invalid("'suffix' is not supported by this server.", param="suffix")
-    if req.best_of not in (None, 0, 1) and req.best_of != (req.n or 1):
-        raise invalid("'best_of' is not supported (use n).", param="best_of")
-    if req.echo and req.logprobs is not None:
-        raise invalid("'echo' with 'logprobs' is not supported (no prompt logprobs).", param="logprobs")
-    opts = options(
-        req,
-        max_tokens=DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens,
-        logprobs=req.logprobs is not None,
-        top_logprobs=req.logprobs or 0,
-    )
     echo = prompt if req.echo else ""
     if req.stream:
         fmt = CompletionFormat(model_id, opts.n, echo, opts.logprobs)
