@@ -117,8 +117,9 @@ class EmbeddingResult:
 class ChatModel(Protocol):
     """A model that generates text from a prompt or chat messages.
 
-    ``stream`` validates everything before it returns (a bad option, a prompt over the
-    context: an ``OnnxgError`` before the first item), then yields the ``Chunk``s of all
+    ``options`` are valid by construction (``GenerationOptions`` checks itself). ``stream``
+    checks the prompt before it returns (empty, over the context: an ``OnnxgError`` before
+    the first item), then yields the ``Chunk``s of all
     ``options.n`` choices interleaved, exactly one ``finish_reason`` per choice, then one
     ``Usage``. Setting ``cancel``, or closing the iterator, frees the generation at the
     next token. Both methods may be called from many threads at once.

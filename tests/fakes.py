@@ -1,7 +1,7 @@
 """Fake models for the fast test tier: the runtime's contracts without onnxruntime.
 
 ``FakeChatModel`` streams a scripted reply word by word and honours what the contract asks
-(options validated first, ``max_tokens``, ``stop``, ``n``, ``seed``, ``logprobs``, the
+(``max_tokens``, ``stop``, ``n``, ``seed``, ``logprobs``, the
 context length, cancellation); ``FakeEmbeddingModel`` returns fixed vectors derived from the
 text. Both are registered through the server's real registry (``create_app(settings,
 models=[...])``) or handed to the Python API, so the HTTP layer, the CLI and the API are
@@ -93,7 +93,6 @@ class FakeChatModel:
 
     def stream(self, prompt: Prompt, options: GenerationOptions,
                cancel: threading.Event | None = None) -> Iterator[Chunk | Usage]:
-        options.validate()
         text = render(prompt)
         param = "prompt" if isinstance(prompt, str) else "messages"
         if not text.strip():
