@@ -7,7 +7,6 @@ no TensorFlow loaded, as the runtime will run them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -167,7 +166,6 @@ def test_bad_options_are_refused_before_any_work(tmp_path: Path) -> None:
                        trust_remote_code=False, log=tmp_path / "log", progress=lambda s: None)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxg.cli.convert") is None, reason="no `onnxg convert` yet")
 def test_onnxg_convert_command_on_a_savedmodel(tf_text_savedmodel: Path, tmp_path: Path) -> None:
     out = tmp_path / "text-e2e"
     done = subprocess.run(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from onnxg.cli import main as cli_main
-from onnxg.runtime import daemon, procs
+from onnxg.service import daemon, procs
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(600)"
 STUBBORN = (
@@ -83,7 +83,8 @@ def test_record_is_listed_and_status_shows_it(background, free_port, capsys) -> 
     assert entry["pid"] == proc.pid
     assert entry["url"] == f"http://127.0.0.1:{free_port}"
     assert entry["models"] == ["tiny-chat"]
-    assert entry["uptime_s"] >= 0
+    assert entry["uptime_s"] == pytest.approx(time.time() - record.started, abs=5)
+    assert entry["proc_start"] == record.proc_start and entry["origin"] == "detach"
 
     assert cli(["status"]) == 0
     table = capsys.readouterr().out
@@ -169,29 +170,45 @@ def test_stop_needs_a_choice_when_several_run(background, free_port, capsys) -> 
     assert "--all" in capsys.readouterr().err
     assert first.poll() is None and second.poll() is None
     assert cli(["stop", "--all", "--grace", "5"]) == 0
-    assert first.wait(timeout=5) and second.wait(timeout=5)
+    assert first.wait(timeout=5) == second.wait(timeout=5) == -signal.SIGTERM
     assert daemon.list_records() == []
 
 
-def test_detach_refuses_a_port_held_by_a_plain_listener(free_port, capsys) -> None:
-    from onnxg.cli._detach import detach
+def test_detach_refuses_a_port_held_by_a_plain_listener(free_port) -> None:
+    from onnxg.cli.serve import start_detached
+    from onnxg.server.settings import Settings
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", free_port))
         sock.listen()
-        assert detach(["whatever"], "127.0.0.1", free_port) == 1
-    assert "already in use by another program" in capsys.readouterr().err
+        with pytest.raises(daemon.PortInUse, match="already in use by another program"):
+            start_detached(Settings(models=["whatever"], port=free_port))
     assert not daemon.record_path(free_port).exists()
     assert not daemon.log_path(free_port).exists()  # nothing was started
 
 
-def test_detach_refuses_a_port_held_by_another_onnxg_server(background, free_port, capsys) -> None:
-    from onnxg.cli._detach import detach
+def test_detach_refuses_a_port_held_by_another_onnxg_server(background, free_port) -> None:
+    from onnxg.cli.serve import start_detached
+    from onnxg.server.settings import Settings
 
     proc, _ = background(models=["other-model"])
-    assert detach(["tiny-chat"], "127.0.0.1", free_port) == 1
-    assert "another onnxg server" in capsys.readouterr().err
+    with pytest.raises(daemon.PortInUse, match="another onnxg server"):
+        start_detached(Settings(models=["tiny-chat"], port=free_port))  # refused before "tiny-chat" is looked up
     assert proc.poll() is None
+
+
+def test_serve_command_carries_the_settings_that_differ_from_the_defaults() -> None:
+    from onnxg.server.settings import Settings
+
+    argv = daemon.serve_command(Settings(models=["/m/a", "/m/b"], port=9000, api_key="s3cret", max_concurrency=4,
+                                         cors_origins=["http://x", "http://y"], log_level="debug"))
+    assert argv[:4] == [sys.executable, "-m", "onnxg.cli.main", "serve"]
+    assert " ".join(argv[4:]) == (
+        "--model /m/a --model /m/b --host 127.0.0.1 --port 9000 --cors-origin http://x --cors-origin http://y "
+        "--max-concurrency 4 --log-level debug"
+    )  # the key goes through the environment, never the command line
+    with pytest.raises(ValueError, match="warmup"):
+        daemon.serve_command(Settings(warmup=False))  # `onnxg serve` has no option for it
 
 
 def test_status_and_stop_with_nothing_running(capsys) -> None:
@@ -199,6 +216,7 @@ def test_status_and_stop_with_nothing_running(capsys) -> None:
     assert "No onnxg server is running" in capsys.readouterr().err
     assert cli(["stop"]) == 0
     assert cli(["stop", "--port", "1", "--all"]) == 1
+    assert "Error: pass either --port or --all, not both" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ end to end: onnxg serve --detach

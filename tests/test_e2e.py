@@ -7,7 +7,6 @@ embedding: needs onnxg's TensorFlow-hash Python op) of tests/modelkit/tf.py, con
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import threading
 from pathlib import Path
@@ -144,7 +143,6 @@ def test_has_string_inputs(e2e_folders: dict[str, Path]) -> None:
         E2EModel.load(dense)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxg.runtime.embed") is None, reason="no embedding runtime yet")
 def test_embedding_model_load_hands_string_graphs_to_e2e(e2e_folders: dict[str, Path]) -> None:
     from onnxg.runtime.embed import OnnxEmbeddingModel
 

@@ -5,8 +5,11 @@ has a record ``ONNXG_HOME/run/<port>.json`` holding its pid, address, models, lo
 the process's start time. The start time guards against pid reuse: a record whose pid now
 belongs to another process (or to no process) is stale, and every reader removes it.
 
-Web-free on purpose: /health is polled with urllib. Process liveness and stopping are
-``runtime.procs``.
+``start(settings, ...)`` is the one start path of ``onnxg serve --detach`` and ``onnxg.Server``:
+the child is ``onnxg serve`` with the same ``Settings`` on its command line (the API key in its
+environment), given model folders that the caller prepared (downloaded or converted, with
+visible progress) before the spawn. /health is polled with urllib. Process liveness and
+stopping are ``service.procs``.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from onnxg.runtime import home, procs
+from onnxg.runtime import home
 from onnxg.runtime.errors import OnnxgError
+from onnxg.server.settings import DEFAULTS, Settings
+from onnxg.service import procs
 
 DEFAULT_START_TIMEOUT_S = 600.0  # a first start may convert the default models
 STOP_MARGIN_S = 5.0  # waited on top of a server's own grace period before SIGKILL
@@ -35,8 +40,6 @@ STOP_MARGIN_S = 5.0  # waited on top of a server's own grace period before SIGKI
 class ServerStartError(OnnxgError):
     """The server process died, or did not answer /health in time."""
 
-    status = 500
-    type = "server_error"
     code = "server_start_failed"
 
 
@@ -213,7 +216,7 @@ def stop(record: Record, grace: float | None = None) -> str:
     ``grace`` defaults to the server's own grace period (as started) plus a margin.
     """
     if grace is None:
-        grace = float(record.extra.get("grace_s", procs.DEFAULT_GRACE_S)) + STOP_MARGIN_S  # type: ignore[arg-type]
+        grace = float(record.extra.get("grace_s", DEFAULTS.grace_period)) + STOP_MARGIN_S  # type: ignore[arg-type]
     result = procs.terminate(record.pid, grace, alive=lambda: is_alive(record))
     remove_record(record.port)
     return result
@@ -249,12 +252,39 @@ def same_models(record: Record, models: Sequence[str]) -> bool:
     return sorted(record.models) == sorted(models)
 
 
-def serve_command(host: str, port: int, models: Sequence[str], extra_args: Sequence[str] = ()) -> list[str]:
-    """The command line of an ``onnxg serve`` child in this same Python environment."""
-    argv = [sys.executable, "-m", "onnxg.cli.main", "serve", "--host", host, "--port", str(port)]
-    for model in models:
-        argv += ["--model", model]
+# Settings fields and the `onnxg serve` option that sets each (models: --model, repeated; the API
+# key travels in the environment, since a command line shows in `ps`).
+SERVE_FLAGS = {
+    "host": "--host", "port": "--port", "cors_origins": "--cors-origin", "max_concurrency": "--max-concurrency",
+    "grace_period": "--grace-period", "threads": "--threads", "log_level": "--log-level",
+}
+_NOT_FLAGS = {"models", "api_key"}
+
+
+def serve_command(settings: Settings, extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line of an ``onnxg serve`` child in this Python environment, for ``settings``.
+
+    Host and port always, every other setting that differs from the default; a setting that
+    ``onnxg serve`` has no option for cannot reach a child, so it is refused.
+    """
+    argv = [sys.executable, "-m", "onnxg.cli.main", "serve"]
+    for model in settings.models:
+        argv += ["--model", str(model)]
+    for item in fields(Settings):
+        value = getattr(settings, item.name)
+        if item.name in _NOT_FLAGS or (value == getattr(DEFAULTS, item.name) and item.name not in ("host", "port")):
+            continue
+        flag = SERVE_FLAGS.get(item.name)
+        if flag is None:
+            raise ValueError(f"`onnxg serve` has no option for the setting {item.name!r}")
+        for one in value if isinstance(value, list) else [value]:
+            argv += [flag, str(one)]
     return argv + list(extra_args)
+
+
+def with_port(settings: Settings) -> Settings:
+    """``settings`` with a real port: port 0 (any) becomes a port free right now."""
+    return settings if settings.port else replace(settings, port=free_port(settings.host))
 
 
 def spawn(
@@ -306,35 +336,35 @@ def log_tail(log: Path | str, lines: int = 15) -> str:
 
 
 def start(
-    host: str,
-    port: int,
-    models: Sequence[str],
+    settings: Settings,
     *,
     origin: str,
-    api_key: str | None = None,
     extra_args: Sequence[str] = (),
     reuse: bool = True,
     timeout: float = DEFAULT_START_TIMEOUT_S,
-    extra: Mapping[str, object] | None = None,
     prepare: Callable[[], Sequence[str]] | None = None,
     on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None,
     on_wait: Callable[[float], None] | None = None,
 ) -> tuple[Record, subprocess.Popen[bytes] | None]:
-    """Start ``onnxg serve`` in the background on ``host:port`` and wait for /health.
+    """Start ``onnxg serve`` with ``settings`` in the background and wait for /health.
 
-    ``models`` are normalised refs (``normalize_models``): what the record holds and what a
-    running server is compared with. With ``reuse``, an onnxg server with the same models
-    already there is waited for and returned with ``None`` for the process. Otherwise
-    ``prepare()`` (once a start is decided) gives the models for the command line (default
-    ``models``); the API key goes through the environment (a command line shows in ``ps``);
-    ``extra`` lands in the record; ``on_spawn(proc)`` runs once the child exists.
+    ``settings.models`` are normalised refs (``normalize_models``): what the record holds and
+    what a running server is compared with. With ``reuse``, an onnxg server with the same
+    models already on the port is waited for and returned with ``None`` for the process.
+    Otherwise ``prepare()`` (called once a start is decided, before the spawn) gives the model
+    folders for the child's command line, so the child only loads them; without it the refs
+    go as they are. ``on_spawn(proc)`` runs once the child exists. The record keeps the
+    server's grace period for ``stop``.
 
     Raises PortInUse (another onnxg server, or another program, holds the port) or
     ServerStartError (the child died or did not answer in time; it is stopped, its record removed).
     """
+    host, port = settings.host, settings.port
+    if not port:
+        raise ValueError("start() needs a real port: see with_port()")
     with port_lock(port):
         record = get_record(port)
-        if record is not None and reuse and same_models(record, models):
+        if record is not None and reuse and same_models(record, settings.models):
             try:
                 wait_healthy(record.host, port, record.log, lambda: _record_gone(record), timeout=timeout)
             except ServerStartError:
@@ -353,16 +383,17 @@ def start(
                 f"port {port} is already in use by another program",
                 hint="use another port (0 picks a free one), or stop what listens there",
             )
-        argv = serve_command(host, port, list(prepare() if prepare is not None else models), extra_args)
+        folders = list(prepare()) if prepare is not None else list(settings.models)
+        argv = serve_command(replace(settings, models=folders), extra_args)
         env = dict(os.environ)
-        if api_key:
-            env["ONNXG_API_KEY"] = api_key
+        if settings.api_key:
+            env["ONNXG_API_KEY"] = settings.api_key
         log = log_path(port)
         proc = spawn(argv, log, env=env)
         if on_spawn is not None:
             on_spawn(proc)
-        record = new_record(proc, host, port, models, log, origin)
-        record.extra.update(extra or {})
+        record = new_record(proc, host, port, settings.models, log, origin)
+        record.extra["grace_s"] = settings.grace_period
         write_record(record)
         try:
             wait_healthy(host, port, log, lambda: _exit_message(proc, log), timeout=timeout, on_wait=on_wait)
