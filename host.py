@@ -27,7 +27,7 @@ from typing import Any
 
 from onnxg.runtime.errors import OnnxgError
 from onnxg.server.settings import DEFAULTS, Settings
-from onnxg.service import daemon, procs
+from onnxg.service import daemon, procs, records
 
 log = logging.getLogger("onnxg.host")
 
@@ -105,7 +105,7 @@ class Server:
         self.models: list[str] = []  # the ids served, once ready
         self.pid: int | None = None
         self.owned = False  # True when this object started the process
-        self.log_path = daemon.log_path(self.port)
+        self.log_path = records.log_path(self.port)
         self._proc = None
         self._watcher: threading.Thread | None = None
         self._ended = threading.Event()
@@ -118,7 +118,7 @@ class Server:
     @property
     def url(self) -> str:
         """The server's root, e.g. ``http://127.0.0.1:8080``."""
-        return daemon.base_url(self.host, self.port)
+        return records.base_url(self.host, self.port)
 
     @property
     def base_url(self) -> str:
@@ -187,7 +187,7 @@ class Server:
         if self.owned and self._proc is not None:
             self.stop()
             return
-        record = daemon.get_record(self.port)
+        record = records.get_record(self.port)
         if record is not None:
             daemon.stop(record, self.grace)
 
@@ -252,7 +252,7 @@ class Server:
             self._watcher = threading.Thread(target=self._watch, name="onnxg-server-watch", daemon=True)
             self._watcher.start()
 
-    def _attach(self, record: daemon.Record) -> None:
+    def _attach(self, record: records.Record) -> None:
         self.pid, self.owned = record.pid, False
         self.host = record.host
         self.log_path = Path(record.log)
@@ -267,9 +267,9 @@ class Server:
         assert proc is not None
         code = proc.wait()
         self._ended.set()
-        record = daemon.get_record(self.port)
+        record = records.get_record(self.port)
         if record is None or record.pid == proc.pid:
-            daemon.remove_record(self.port)
+            records.remove_record(self.port)
         if self.on_terminate is not None:
             try:
                 self.on_terminate(proc.pid, code)

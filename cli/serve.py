@@ -115,11 +115,11 @@ def start_detached(settings: Settings, timeout: float | None = None) -> None:
 
     An onnxg server with the same models already on the port is reused (nothing started).
     """
-    from onnxg.service import daemon
+    from onnxg.service import daemon, records
 
     settings = daemon.with_port(settings)
     refs = settings.models
-    log = daemon.log_path(settings.port)
+    log = records.log_path(settings.port)
     status = err.status(f"Starting the onnxg server on port {settings.port} (log: {log})")
 
     def show(_elapsed: float) -> None:  # shown only while a child we started gets ready

@@ -28,9 +28,9 @@ def status(as_json: JsonOpt = False) -> None:
     """List the onnxg servers running in the background (pid, URL, models, uptime)."""
     from rich.table import Table
 
-    from onnxg.service import daemon
+    from onnxg.service import records
 
-    records = daemon.list_records()
+    records = records.list_records()
     if as_json:
         print_json([r.to_json() for r in records])
         return

@@ -22,11 +22,11 @@ GraceOpt = Annotated[
 
 def stop(port: PortOpt = None, all_: AllOpt = False, grace: GraceOpt = None) -> None:
     """Stop background onnxg servers: SIGTERM, then SIGKILL after the grace period."""
-    from onnxg.service import daemon
+    from onnxg.service import daemon, records
 
     if port is not None and all_:
         raise InvalidRequest("pass either --port or --all, not both", param="port")
-    records = daemon.list_records()
+    records = records.list_records()
     if port is not None:
         records = [r for r in records if r.port == port]
         if not records:
