@@ -17,7 +17,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 MODEL_HELP = "Store name, model folder, or recipe name."
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
-ModelArg = Annotated[str | None, typer.Argument(help=MODEL_HELP + " The same as --model.", metavar="[MODEL]")]
+ModelArg = Annotated[str | None, typer.Argument(help=MODEL_HELP + " The same as --model.", metavar="MODEL")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 

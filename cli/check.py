@@ -10,7 +10,7 @@ from rich.markup import escape
 from onnxg.cli._common import JsonOpt, ModelOpt, err, one_model, out, print_json
 
 RunOpt = Annotated[bool, typer.Option("--run", help="Also run the model once (one token / one embedding).")]
-TargetArg = Annotated[str | None, typer.Argument(help="A model folder or a store name (or --model).", metavar="[FOLDER]")]
+TargetArg = Annotated[str | None, typer.Argument(help="A model folder or a store name (or --model).", metavar="FOLDER")]
 
 
 def register(app: typer.Typer) -> None:

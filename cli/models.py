@@ -107,7 +107,7 @@ def list_models(
 @models_app.command("rm")
 def remove(
     name: Annotated[str | None, typer.Argument(help="Store name of the model to delete (or --model).",
-                                               show_default=False, metavar="[NAME]")] = None,
+                                               show_default=False, metavar="NAME")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Store name of the model to delete.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
