@@ -2,7 +2,7 @@
 
 For scripts that want an answer or a vector without running a server. A model is loaded
 once per folder (and load options) and kept for the life of the process; ``unload()``
-frees them. Both functions are thread-safe.
+frees them. A folder whose files changed since (a re-convert, a new pull) is loaded again. Both functions are thread-safe.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from onnxg.runtime.embed import OnnxEmbeddingModel
 
 _lock = threading.Lock()
-_models: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Any] = {}
+# (kind, folder, load options) -> (the folder's fingerprint when loaded, the model)
+_models: dict[tuple[str, str, tuple[tuple[str, Any], ...]], tuple[str, Any]] = {}
 
 
 def _resolve(ref: str | Path | None, kind: Literal["chat", "embedding"]) -> Path:
@@ -49,24 +50,28 @@ def load_embedding(model: str | Path | None = None, **load_options: Any) -> Onnx
 
 
 def _cached(kind: str, path: Path, options: Mapping[str, Any], load: Any) -> Any:
-    key = (kind, str(path), tuple(sorted(options.items())))
+    from onnxg.runtime import store
+
+    key = (kind, str(path.resolve()), tuple(sorted(options.items())))
     with _lock:  # loading twice in parallel would double the memory for nothing
-        model = _models.get(key)
-        if model is None:
-            model = load(path, **options)
-            _models[key] = model
+        identity = store.fingerprint(path)
+        cached = _models.get(key)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        # A changed folder: the stale model is dropped, not closed (a caller may still use it;
+        # it is freed with its last reference).
+        model = load(path, **options)
+        _models[key] = (identity, model)
         return model
 
 
 def unload() -> None:
     """Forget (and close) every cached model."""
     with _lock:
-        models = list(_models.values())
+        models = [model for _, model in _models.values()]
         _models.clear()
     for model in models:
-        close = getattr(model, "close", None)
-        if close is not None:
-            close()
+        model.close()
 
 
 def _messages(prompt: str | Sequence[Message | Mapping[str, str]], system: str | None) -> list[Message]:

@@ -16,19 +16,18 @@ The server's output goes to ``ONNXG_HOME/logs/serve-<port>.log``, and it is reco
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from onnxg.runtime import daemon, procs
 from onnxg.runtime.errors import OnnxgError
+from onnxg.server.settings import DEFAULTS, Settings
+from onnxg.service import daemon, procs, records
 
 log = logging.getLogger("onnxg.host")
 
@@ -63,32 +62,42 @@ class Server:
     ``start()`` / ``stop()`` do the same by hand. ``port=0`` picks a free port. A server this
     object reused rather than started is left running by ``stop()`` (``terminate()`` stops
     whatever serves the port, like the original tool's terminate call).
+
+    ``**settings`` are the other fields of ``onnxg.server.settings.Settings`` (what ``onnxg
+    serve`` takes as options, with the same defaults): ``max_concurrency``, ``grace_period``,
+    ``threads``, ``cors_origins``, ``log_level``. ``grace`` (what ``stop()`` waits before
+    SIGKILL) defaults to the server's grace period plus a margin.
     """
 
     def __init__(
         self,
         models: Sequence[str | Path] | None = None,
         *,
-        host: str = "127.0.0.1",
-        port: int = 8080,
-        api_key: str | None = None,
+        host: str = DEFAULTS.host,
+        port: int = DEFAULTS.port,
+        api_key: str | None = DEFAULTS.api_key,
         extra_args: Sequence[str] = (),
         reuse: bool = True,
         timeout: float = daemon.DEFAULT_START_TIMEOUT_S,
-        grace: float = procs.DEFAULT_GRACE_S + daemon.STOP_MARGIN_S,
+        grace: float | None = None,
         on_download: OnDownload | None = None,
         on_ready: OnReady | None = None,
         on_error: OnError | None = None,
         on_terminate: OnTerminate | None = None,
+        **settings: Any,
     ) -> None:
+        unknown = sorted(set(settings) & {"models", "host", "port", "api_key"})
+        if unknown:
+            raise TypeError(f"Server() got {unknown[0]!r} twice")
         self.requested = [str(m) for m in (models or [])]
+        self.settings = daemon.with_port(Settings(host=host, port=port, api_key=api_key, **settings))
         self.host = host
-        self.port = port if port else daemon.free_port(host)
+        self.port = self.settings.port
         self.api_key = api_key
         self.extra_args = list(extra_args)
         self.reuse = reuse
         self.timeout = timeout
-        self.grace = grace
+        self.grace = self.settings.grace_period + daemon.STOP_MARGIN_S if grace is None else grace
         self.on_download = on_download
         self.on_ready = on_ready
         self.on_error = on_error
@@ -96,7 +105,7 @@ class Server:
         self.models: list[str] = []  # the ids served, once ready
         self.pid: int | None = None
         self.owned = False  # True when this object started the process
-        self.log_path = daemon.log_path(self.port)
+        self.log_path = records.log_path(self.port)
         self._proc = None
         self._watcher: threading.Thread | None = None
         self._ended = threading.Event()
@@ -109,7 +118,7 @@ class Server:
     @property
     def url(self) -> str:
         """The server's root, e.g. ``http://127.0.0.1:8080``."""
-        return daemon.base_url(self.host, self.port)
+        return records.base_url(self.host, self.port)
 
     @property
     def base_url(self) -> str:
@@ -178,7 +187,7 @@ class Server:
         if self.owned and self._proc is not None:
             self.stop()
             return
-        record = daemon.get_record(self.port)
+        record = records.get_record(self.port)
         if record is not None:
             daemon.stop(record, self.grace)
 
@@ -227,9 +236,8 @@ class Server:
             self._proc, self.pid, self.owned = proc, proc.pid, True
 
         record, proc = daemon.start(
-            self.host, self.port, daemon.normalize_models(self.requested), origin="python",
-            api_key=self.api_key, extra_args=self.extra_args, reuse=self.reuse, timeout=self.timeout,
-            prepare=prepare, on_spawn=spawned,
+            replace(self.settings, models=daemon.normalize_models(self.requested)), origin="python",
+            extra_args=self.extra_args, reuse=self.reuse, timeout=self.timeout, prepare=prepare, on_spawn=spawned,
         )
         if proc is None:
             self._attach(record)
@@ -244,7 +252,7 @@ class Server:
             self._watcher = threading.Thread(target=self._watch, name="onnxg-server-watch", daemon=True)
             self._watcher.start()
 
-    def _attach(self, record: daemon.Record) -> None:
+    def _attach(self, record: records.Record) -> None:
         self.pid, self.owned = record.pid, False
         self.host = record.host
         self.log_path = Path(record.log)
@@ -259,9 +267,9 @@ class Server:
         assert proc is not None
         code = proc.wait()
         self._ended.set()
-        record = daemon.get_record(self.port)
+        record = records.get_record(self.port)
         if record is None or record.pid == proc.pid:
-            daemon.remove_record(self.port)
+            records.remove_record(self.port)
         if self.on_terminate is not None:
             try:
                 self.on_terminate(proc.pid, code)
@@ -270,13 +278,11 @@ class Server:
 
     def _model_ids(self, paths: Sequence[Path]) -> list[str]:
         """The ids served, from GET /v1/models (folder names if that fails)."""
-        request = urllib.request.Request(f"{self.base_url}/models")
-        if self.api_key:
-            request.add_header("Authorization", f"Bearer {self.api_key}")
+        from onnxg.service.client import Client
+
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                return [item["id"] for item in json.load(resp)["data"]]
-        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+            return [str(item["id"]) for item in Client(self.url, self.api_key, timeout=10).models()]
+        except (OnnxgError, ValueError, KeyError, TypeError):
             return [Path(p).name for p in paths]
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from onnxg.cli._common import JsonOpt, out, step
+from onnxg.cli._common import JsonOpt, ModelArg, one_model, out, print_json, step
 from onnxg.runtime.errors import InvalidRequest
 
 HELP = """Benchmark a model: in-process, or through a running server with --server URL.
@@ -23,10 +23,12 @@ def register(app: typer.Typer) -> None:
 
 
 def bench(
-    model: Annotated[str | None, typer.Argument(help="Store name, model folder or recipe (with --server: a served model id).")] = None,
+    positional: ModelArg = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Store name, model folder or recipe (with --server: a served model id).")] = None,
     server: Annotated[str | None, typer.Option("--server", help="Measure through a running onnxg serve at this URL.")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="ONNXG_API_KEY", help="API key for --server.")] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="chat or embedding (default: detected; needed with --server and no MODEL).")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="chat or embedding (default: detected; with --server and no model: chat).")] = None,
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", "-p", help="Prompt length in tokens (chat).")] = 128,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Tokens to generate per request (chat).")] = 64,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Concurrent requests for the aggregate figure (chat).")] = 4,
@@ -42,6 +44,7 @@ def bench(
         if not as_json:
             step(f"· {text}")
 
+    ref = one_model(positional, model)
     if kind not in (None, "chat", "embedding", "embed"):
         raise InvalidRequest(f"unknown kind {kind!r}", hint="use --kind chat or --kind embedding", param="kind")
     # checked here, before a default model is resolved (and maybe converted)
@@ -51,29 +54,19 @@ def bench(
     for flag, value, least in limits:
         if value < least:
             raise InvalidRequest(f"{flag} must be at least {least}, not {value}", param=flag[2:].replace("-", "_"))
-    if server is None:
-        from onnxg.convert import defaults
-
-        if model is None:
-            wanted = "embedding" if kind in ("embedding", "embed") else "chat"
-            model = str(defaults.default_model(wanted, progress=progress))
-        else:  # a recipe name converts on first use
-            model = str(defaults.resolve(model, progress=progress))
-    if kind is None:
-        kind = "chat" if server else runtime_bench.kind_of(model)
-
-    if kind == "chat":  # "embed" and "embedding" both mean embeddings
+    kind, engine = _http_target(server, api_key, ref, kind) if server else _local_target(ref, kind, threads, progress)
+    if kind == "chat":
         report = runtime_bench.bench_chat(
-            model, server=server, api_key=api_key, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-            concurrency=concurrency, runs=runs, threads=threads, progress=progress,
+            engine, prompt_tokens=prompt_tokens, max_tokens=max_tokens, concurrency=concurrency, runs=runs,
+            threads=threads, progress=progress,
         )
     else:
         report = runtime_bench.bench_embed(
-            model, server=server, api_key=api_key, batch_sizes=tuple(batch_size or (1, 8, 32)),
-            sentences=sentences, runs=runs, threads=threads, progress=progress,
+            engine, batch_sizes=tuple(batch_size or (1, 8, 32)), sentences=sentences, runs=runs, threads=threads,
+            progress=progress,
         )
     if as_json:
-        out.print_json(json.dumps(report.to_json()))
+        print_json(report.to_json())
         return
     from rich.table import Table
 
@@ -84,3 +77,33 @@ def bench(
         row = metric.to_json()
         table.add_row(row["name"], f"{row['median']:.2f}", f"{row['min']:.2f}", f"{row['max']:.2f}", row["unit"], str(row["runs"]))
     out.print(table)
+
+
+def _local_target(
+    ref: str | None, kind: str | None, threads: int | None, progress: Callable[[str], None]
+) -> tuple[str, Any]:
+    """The model loaded in this process: ``ref`` (a recipe converts on first use) or the default."""
+    from onnxg.convert import defaults
+    from onnxg.runtime import bench as runtime_bench
+
+    if ref is None:
+        folder = str(defaults.default_model("chat" if kind in (None, "chat") else "embedding", progress=progress))
+    else:
+        folder = str(defaults.resolve(ref, progress=progress))
+    progress("loading")
+    if (kind or runtime_bench.kind_of(folder)) == "chat":
+        return "chat", runtime_bench.LocalChat(folder, threads)
+    return "embedding", runtime_bench.LocalEmbedding(folder, threads)
+
+
+def _http_target(server: str, api_key: str | None, ref: str | None, kind: str | None) -> tuple[str, Any]:
+    """The model behind ``server``: ``ref`` or the first of ``kind`` it serves (its kind from /v1/models)."""
+    from onnxg.service.client import EMBEDDING_KINDS, Client, HttpChat, HttpEmbedding
+
+    client = Client(server, api_key)
+    if kind is None:
+        served = client.kind_of(ref) if ref else None
+        kind = "embedding" if served in EMBEDDING_KINDS else "chat"
+    if kind == "chat":
+        return "chat", HttpChat(client, ref)
+    return "embedding", HttpEmbedding(client, ref)

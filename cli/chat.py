@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from onnxg.cli._common import ModelOpt, err, out, step
+from onnxg.cli._common import JsonOpt, ModelOpt, err, print_error, print_json, step
 from onnxg.runtime.errors import InvalidRequest, OnnxgError
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ def chat(
         Path | None, typer.Option("--chat-template", help="A Jinja chat template file to use instead of the model's.")
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for the model.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one OpenAI chat.completion object.")] = False,
+    as_json: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Time to first token and tokens/s on stderr.")] = False,
 ) -> None:
     from onnxg.runtime.chat import GenaiChatModel
@@ -147,7 +146,7 @@ def _print_json(llm: GenaiChatModel, messages: list[Message], options: Generatio
         "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
                   "total_tokens": result.usage.total_tokens},
     }
-    out.print(json.dumps(body, ensure_ascii=False, indent=2), markup=False, highlight=False)
+    print_json(body)
 
 
 def _interactive(llm: GenaiChatModel, history: list[Message], options: GenerationOptions, verbose: bool) -> None:
@@ -185,7 +184,6 @@ def _interactive(llm: GenaiChatModel, history: list[Message], options: Generatio
             continue
         except OnnxgError as exc:  # e.g. the history outgrew the context: say so, keep going
             history.pop()
-            hint = f" [dim]({escape(exc.hint)})[/dim]" if exc.hint else ""
-            err.print(f"[bold red]Error:[/bold red] {escape(exc.message)}{hint}")
+            print_error(exc)
             continue
         history.append(Message("assistant", reply))

@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from onnxg.cli._common import JsonOpt, err, out
+from onnxg.cli._common import JsonOpt, ModelOpt, err, one_model, out, print_json
 
 RunOpt = Annotated[bool, typer.Option("--run", help="Also run the model once (one token / one embedding).")]
-TargetArg = Annotated[str, typer.Argument(help="A model folder or a store name.", metavar="FOLDER")]
+TargetArg = Annotated[str | None, typer.Argument(help="A model folder or a store name (or --model).", metavar="FOLDER")]
 
 
 def register(app: typer.Typer) -> None:
     app.command("check", help="Check that a model folder is servable (exit 1 when a check fails).")(check_command)
 
 
-def check_command(folder: TargetArg, run: RunOpt = False, json_out: JsonOpt = False) -> None:
+def check_command(folder: TargetArg = None, model: ModelOpt = None, run: RunOpt = False, json_out: JsonOpt = False) -> None:
     """Check that a model folder is servable: config, files, tokenizer, template, operators."""
     from onnxg.convert.check import check
+    from onnxg.runtime.errors import InvalidRequest
     from onnxg.runtime.store import resolve
 
-    path = resolve(folder)
+    target = one_model(folder, model)
+    if target is None:
+        raise InvalidRequest("missing FOLDER", hint="run `onnxg check --help`", param="model")
+    path = resolve(target)
     if json_out:
         report = check(path, run=run)
-        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        print_json(report.to_json())
         raise typer.Exit(0 if report.ok else 1)
     with err.status(f"Checking {escape(str(path))}...", spinner="dots"):
         report = check(path, run=run)

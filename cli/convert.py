@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from onnxg.cli._common import JsonOpt, err, out
+from onnxg.cli._common import JsonOpt, err, out, print_json
 from onnxg.runtime.errors import InvalidRequest
 
 HELP = """Convert a model to ONNX Runtime: chat models with onnxruntime-genai's builder, embedding models with optimum, TF SavedModels with tf2onnx.
@@ -71,7 +71,7 @@ def _list(as_json: bool) -> None:
 
     recipes = recipes_module.load_all()
     if as_json:
-        typer.echo(json.dumps([r.to_json() for r in recipes], indent=2, default=str))
+        print_json([r.to_json() for r in recipes])
         return
     from rich.table import Table
 
@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
         steps.done()
         info = json.loads((folder / "onnxg.json").read_text(encoding="utf-8"))
         if as_json:
-            typer.echo(json.dumps({"output": str(folder), **{k: v for k, v in info.items() if k != "files"}}, indent=2))
+            print_json({"output": str(folder), **{k: v for k, v in info.items() if k != "files"}})
             return
         size = sum(item["size"] for item in info.get("files", []))
         err.print(f"[bold green]Converted[/bold green] in {time.monotonic() - started:.0f}s "

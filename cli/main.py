@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from onnxg import __version__
 from onnxg.cli import bench, chat, check, convert, embed, models, pull, serve, status, stop
-from onnxg.cli._common import err
+from onnxg.cli._common import err, print_error
 from onnxg.runtime.errors import OnnxgError
 
 app = typer.Typer(
@@ -48,13 +48,6 @@ for _module in (convert, check, pull, models, chat, embed, serve, bench, status,
     _module.register(app)
 
 
-def _report(exc: OnnxgError) -> int:
-    err.print(f"[bold red]Error:[/bold red] {escape(exc.message)}")
-    if exc.hint:
-        err.print(f"[dim]Hint:[/dim] {escape(exc.hint)}")
-    return 1
-
-
 def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("ONNXG_DEBUG", "") not in ("", "0")
     try:
@@ -62,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     except OnnxgError as exc:
         if debug:
             raise
-        sys.exit(_report(exc))
+        print_error(exc)
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("[dim]Interrupted.[/dim]")
         sys.exit(130)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from onnxg.cli._common import JsonOpt, err, out
+from onnxg.cli._common import JsonOpt, err, one_model, out, print_json
 
 models_app = typer.Typer(
     name="models",
@@ -77,7 +76,7 @@ def list_models(
     if check:
         _run_checks(entries)
     if as_json:
-        out.print(json.dumps([e.to_json() for e in entries], indent=2), markup=False)
+        print_json([e.to_json() for e in entries])
         return
     if not entries:
         err.print(f"No models in {escape(str(home.models_dir()))}.")
@@ -107,13 +106,18 @@ def list_models(
 
 @models_app.command("rm")
 def remove(
-    name: Annotated[str, typer.Argument(help="Store name of the model to delete.", show_default=False)],
+    name: Annotated[str | None, typer.Argument(help="Store name of the model to delete (or --model).",
+                                               show_default=False, metavar="NAME")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Store name of the model to delete.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a model from the store (never anything outside it)."""
     from onnxg.runtime import home, store
     from onnxg.runtime.errors import InvalidRequest, ModelNotFound
 
+    name = one_model(name, model)
+    if name is None:
+        raise InvalidRequest("missing NAME", hint="run `onnxg models` to list the store", param="model")
     if not store.is_store_name(name):
         raise InvalidRequest(f"{name!r} is not a store name", hint="run `onnxg models` to list the store")
     target = home.models_dir() / name

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from onnxg.cli._common import JsonOpt, err, out
+from onnxg.cli._common import JsonOpt, err, out, print_json
+
+from onnxg.runtime.errors import OnnxgError
 
 if TYPE_CHECKING:
-    from onnxg.convert.pull import PullProgress
+    from onnxg.hub.pull import PullProgress
 
 
 def _rich_progress() -> PullProgress:
@@ -26,7 +27,7 @@ def _rich_progress() -> PullProgress:
         TransferSpeedColumn,
     )
 
-    from onnxg.convert.pull import PullProgress, RemoteFile
+    from onnxg.hub.pull import PullProgress, RemoteFile
 
     class RichPull(PullProgress):
         def __init__(self) -> None:
@@ -106,12 +107,14 @@ def pull_command(
     Only the model's files are fetched (ONNX graphs and their data, configs, tokenizer,
     chat template); files already present are skipped and an interrupted download resumes.
     """
-    from onnxg.convert.pull import pull
+    from onnxg.convert import recipes
+    from onnxg.convert.check import check
+    from onnxg.hub.pull import pull
 
     listener = _rich_progress()
     try:
-        result = pull(ref, name=name, revision=revision, include=include or None, check=not no_check,
-                      progress=listener)
+        result = pull(recipes.prebuilt(ref) or ref, name=name, revision=revision, include=include or None,
+                      check=None if no_check else check, progress=listener)
     except KeyboardInterrupt:
         err.print(f"[dim]Stopped: run `onnxg pull {escape(ref)}` again to resume.[/dim]")
         raise
@@ -120,7 +123,7 @@ def pull_command(
     if result.note:
         err.print(f"[yellow]{escape(result.note)}[/yellow]")
     if as_json:
-        out.print(json.dumps(result.to_json(), indent=2), markup=False)
+        print_json(result.to_json())
     else:
         fetched = len(result.downloaded)
         parts = [f"{fetched} file{'s' if fetched != 1 else ''} downloaded"]
@@ -135,9 +138,8 @@ def pull_command(
     if result.check_ok is False:
         for line in result.check_failures:
             err.print(f"[red]✗[/red] {escape(line)}")
-        err.print(f"[bold red]Error:[/bold red] {escape(result.name)} was downloaded but `onnxg check` fails")
-        err.print(f"[dim]Hint:[/dim] run `onnxg check {escape(str(result.path))}` for details")
-        raise typer.Exit(1)
+        raise OnnxgError(f"{result.name} was downloaded but `onnxg check` fails",
+                         hint=f"run `onnxg check {result.path}` for details")
 
 
 def register(app: typer.Typer) -> None:

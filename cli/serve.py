@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from onnxg.cli._common import err, out, step
-from onnxg.runtime.errors import InvalidRequest
-
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+from onnxg.runtime.errors import InvalidRequest, OnnxgError
+from onnxg.server.settings import DEFAULTS, LOG_LEVELS, Settings
 
 
 def _models(refs: list[str] | None) -> list[str]:
@@ -62,34 +62,34 @@ def _logging(level: str) -> dict[str, Any]:
 
 
 def serve(
-    ctx: typer.Context,
     model: Annotated[
         list[str] | None,
         typer.Option("--model", "-m", help="Store name or model folder; repeat to serve several (chat and embedding)."),
     ] = None,
     host: Annotated[
         str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the server to the network.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8080,
+    ] = DEFAULTS.host,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).", min=0, max=65535)] = DEFAULTS.port,
     api_key: Annotated[
         str | None,
         typer.Option(
             "--api-key", envvar="ONNXG_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on /v1."
         ),
-    ] = None,
+    ] = DEFAULTS.api_key,
     cors_origin: Annotated[
         list[str] | None, typer.Option("--cors-origin", help="Allow browser requests from this origin (repeatable).")
     ] = None,
     max_concurrency: Annotated[
         int, typer.Option(min=1, help="Inference requests in flight at once; more get 429.")
-    ] = 64,
+    ] = DEFAULTS.max_concurrency,
     grace_period: Annotated[
         float, typer.Option(min=0.0, help="Seconds in-flight requests get to finish on SIGTERM / Ctrl-C.")
-    ] = 30.0,
+    ] = DEFAULTS.grace_period,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Threads per model (default: the runtime's choice).")
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error or critical.")] = "info",
+    ] = DEFAULTS.threads,
+    log_level: Annotated[str, typer.Option(help=", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1] + ".")
+    ] = DEFAULTS.log_level,
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; print the URL once it answers.")
     ] = False,
@@ -98,25 +98,61 @@ def serve(
     if log_level.lower() not in LOG_LEVELS:
         raise InvalidRequest(f"unknown log level {log_level!r}", hint="use one of " + ", ".join(LOG_LEVELS),
                              param="log_level")
+    settings = Settings(
+        models=list(model or []), host=host, port=port, api_key=api_key or None,
+        cors_origins=list(cors_origin or []), max_concurrency=max_concurrency, grace_period=grace_period,
+        threads=threads, log_level=log_level.lower(),
+    )
     if detach:
-        from onnxg.cli._detach import detach_from_context
+        start_detached(settings)
+        return
+    run(replace(settings, models=_models(settings.models)))
 
-        raise typer.Exit(detach_from_context(ctx))
+
+def start_detached(settings: Settings, timeout: float | None = None) -> None:
+    """``onnxg serve --detach``: the models made ready here (progress on stderr), then the server
+    started in the background; returns once it answers /health and its URL is printed.
+
+    An onnxg server with the same models already on the port is reused (nothing started).
+    """
+    from onnxg.service import daemon, records
+
+    settings = daemon.with_port(settings)
+    refs = settings.models
+    log = records.log_path(settings.port)
+    status = err.status(f"Starting the onnxg server on port {settings.port} (log: {log})")
+
+    def show(_elapsed: float) -> None:  # shown only while a child we started gets ready
+        status.start()
+        last = daemon.log_tail(log, 1)
+        if last:
+            status.update(f"Starting the onnxg server on port {settings.port}: [dim]{escape(last[:100])}[/dim]")
+
+    try:
+        record, proc = daemon.start(
+            replace(settings, models=daemon.normalize_models(refs)), origin="detach",
+            timeout=daemon.DEFAULT_START_TIMEOUT_S if timeout is None else timeout,
+            prepare=lambda: _models(refs), on_wait=show,
+        )
+    finally:
+        status.stop()
+    if proc is None:
+        err.print(
+            f"An onnxg server with these models already runs at {record.url} (pid {record.pid}); nothing started."
+        )
+    else:
+        err.print(f"Started the onnxg server in the background (pid {proc.pid}); log: {escape(str(log))}")
+        err.print("Stop it with `onnxg stop" + ("" if settings.port == DEFAULTS.port else f" --port {settings.port}")
+                  + "`.")
+    out.print(record.url, markup=False)
+
+
+def run(settings: Settings) -> None:
+    """The server in this process, until SIGTERM or Ctrl-C; ``settings.models`` are folders."""
     import uvicorn
 
     from onnxg.server.app import StartupState, create_app
-    from onnxg.server.settings import Settings
 
-    settings = Settings(
-        models=_models(model),
-        host=host,
-        port=port,
-        api_key=api_key or None,
-        cors_origins=list(cors_origin or []),
-        max_concurrency=max_concurrency,
-        grace_period=grace_period,
-        threads=threads,
-    )
     startup = StartupState()
     app = create_app(settings, startup)
 
@@ -136,7 +172,7 @@ def serve(
         app,
         host=settings.host,
         port=settings.port,
-        log_config=_logging(log_level),
+        log_config=_logging(settings.log_level),
         access_log=False,
         timeout_graceful_shutdown=settings.grace_period,  # type: ignore[arg-type]
         lifespan="on",
@@ -150,9 +186,7 @@ def serve(
     except SystemExit as exc:  # uvicorn exits 3 when start-up fails (a model, the port)
         if startup.error is not None:
             raise startup.error from None
-        err.print(f"[bold red]Error:[/bold red] the server could not start on {escape(settings.url)} "
-                  "(see the log above)")
-        raise typer.Exit(1) from exc
+        raise OnnxgError(f"the server could not start on {settings.url}", hint="see the log above") from exc
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

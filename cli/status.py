@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
-from onnxg.cli._common import JsonOpt, err, out
+from onnxg.cli._common import JsonOpt, err, out, print_json
 
 
 def format_uptime(seconds: float) -> str:
@@ -29,11 +28,11 @@ def status(as_json: JsonOpt = False) -> None:
     """List the onnxg servers running in the background (pid, URL, models, uptime)."""
     from rich.table import Table
 
-    from onnxg.runtime import daemon
+    from onnxg.service import records
 
-    records = daemon.list_records()
+    records = records.list_records()
     if as_json:
-        out.print_json(json.dumps([r.to_json() for r in records]))
+        print_json([r.to_json() for r in records])
         return
     if not records:
         err.print("No onnxg server is running.")

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from onnxg.cli._common import err
+from onnxg.runtime.errors import InvalidRequest
 
 PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="Stop the server on this port.")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Stop every onnxg server running in the background.")]
@@ -21,12 +22,11 @@ GraceOpt = Annotated[
 
 def stop(port: PortOpt = None, all_: AllOpt = False, grace: GraceOpt = None) -> None:
     """Stop background onnxg servers: SIGTERM, then SIGKILL after the grace period."""
-    from onnxg.runtime import daemon
+    from onnxg.service import daemon, records
 
     if port is not None and all_:
-        err.print("[bold red]Error:[/bold red] pass either --port or --all, not both")
-        raise typer.Exit(1)
-    records = daemon.list_records()
+        raise InvalidRequest("pass either --port or --all, not both", param="port")
+    records = records.list_records()
     if port is not None:
         records = [r for r in records if r.port == port]
         if not records:
@@ -37,9 +37,8 @@ def stop(port: PortOpt = None, all_: AllOpt = False, grace: GraceOpt = None) -> 
         return
     elif len(records) > 1 and not all_:
         ports = ", ".join(str(r.port) for r in records)
-        err.print(f"[bold red]Error:[/bold red] {len(records)} onnxg servers are running (ports {ports})")
-        err.print("[dim]Hint:[/dim] pass --port P to stop one, or --all")
-        raise typer.Exit(1)
+        raise InvalidRequest(f"{len(records)} onnxg servers are running (ports {ports})",
+                             hint="pass --port P to stop one, or --all", param="port")
     for record in records:
         result = daemon.stop(record, grace)
         how = {"terminated": "stopped", "killed": "killed (it did not exit within the grace period)",

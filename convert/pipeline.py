@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import importlib
 import json
@@ -224,7 +223,7 @@ def _download(repo: str, revision: str | None, progress: Callable[[str], None] |
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from onnxg.convert import hub
+    from onnxg.hub import download as hub
 
     if progress:
         progress(f"download {repo}" + (f"@{revision}" if revision else ""))
@@ -341,6 +340,11 @@ def _output_lock(output: Path) -> Iterator[None]:
     new file both hold the lock), in ONNXG_HOME/locks rather than next to the output.
     """
     key = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:24]
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        yield
+        return
     lock_path = home.ensure(home.home() / "locks") / f"convert-{_safe_name(output.name)}-{key}.lock"
     with open(lock_path, "a") as handle:
         try:

@@ -245,3 +245,23 @@ def get(name: str) -> Recipe | None:
     """The recipe called ``name`` (case-insensitive), or None."""
     wanted = name.strip().lower()
     return next((recipe for recipe in _all() if recipe.name == wanted), None)
+
+
+def prebuilt(ref: str) -> str | None:
+    """The ready ONNX repo that ``onnxg pull RECIPE`` fetches (the recipe's ``prebuilt``), or None
+    when ``ref`` is not a recipe name. A recipe without one: NoOnnxFiles (convert it instead)."""
+    from onnxg.hub.download import NoOnnxFiles
+    from onnxg.runtime import store
+
+    if "/" in ref or not store.is_store_name(ref):
+        return None
+    try:
+        recipe = get(ref)
+    except Exception:
+        return None
+    if recipe is None:
+        return None
+    if not recipe.prebuilt:
+        raise NoOnnxFiles(f"recipe {ref} has no ready ONNX repo to pull",
+                          hint=f"convert it instead: `onnxg convert {ref}`")
+    return recipe.prebuilt

@@ -1,22 +1,21 @@
-"""`onnxg bench`: the project's own llama-bench, in-process or through a running server.
+"""`onnxg bench`: the project's own llama-bench; the timing of a model, wherever it runs.
 
 Every figure is measured ``runs`` times; the report keeps the median and the spread
 (min, max). Chat: load time, time to first token, prefill and decode tokens/s at 1 and N
 concurrent requests, peak memory. Embeddings: sentences/s and p50/p95 batch latency at
-several batch sizes. ``--server URL`` measures the same over HTTP (streamed SSE for chat).
+several batch sizes. What is measured is a *target*: a model loaded in this process
+(``LocalChat``, ``LocalEmbedding``) or, for ``--server URL``, one behind HTTP
+(``onnxg.service.client``: ``HttpChat``, ``HttpEmbedding``); this module does no HTTP.
 """
 
 from __future__ import annotations
 
-import json
-import resource
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from onnxg.runtime.errors import InvalidRequest, OnnxgError
 
@@ -70,7 +69,11 @@ class Report:
         }
 
 
-def _peak_rss_mb() -> float:
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource  # POSIX only
+    except ImportError:  # Windows
+        return None
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -96,7 +99,7 @@ def make_sentences(count: int) -> list[str]:
 
 
 @dataclass
-class _Timed:
+class Timed:
     ttft: float
     total: float
     prompt_tokens: int
@@ -108,7 +111,9 @@ class _Timed:
         return (self.completion_tokens - 1) / span if self.completion_tokens > 1 and span > 0 else 0.0
 
 
-def _time_stream(items: Iterator[Any], usage_of: Callable[[Any], tuple[int, int] | None]) -> _Timed:
+def time_stream(items: Iterator[Any], usage_of: Callable[[Any], tuple[int, int] | None]) -> Timed:
+    """Time a stream of pieces: the first non-usage item is the first token; ``usage_of``
+    says which item carries the (prompt, completion) token counts."""
     start = time.perf_counter()
     first: float | None = None
     usage: tuple[int, int] | None = None
@@ -121,128 +126,80 @@ def _time_stream(items: Iterator[Any], usage_of: Callable[[Any], tuple[int, int]
     total = time.perf_counter() - start
     if usage is None:
         raise OnnxgError("the stream ended without usage counts")
-    return _Timed(first if first is not None else total, total, usage[0], usage[1])
+    return Timed(first if first is not None else total, total, usage[0], usage[1])
 
 
-# --- chat ---------------------------------------------------------------------------------
+# --- targets ---------------------------------------------------------------------------------
 
 
-class _LocalChat:
-    def __init__(self, ref: str, threads: int | None) -> None:
+class ChatTarget(Protocol):
+    name: str
+    target: str  # "in-process" or the server URL
+    load_seconds: float | None  # None: loaded elsewhere (a server)
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def request(self, prompt: str, max_tokens: int) -> Timed: ...
+
+
+class EmbeddingTarget(Protocol):
+    name: str
+    target: str
+    load_seconds: float | None
+
+    def embed(self, batch: list[str]) -> None: ...
+
+
+class LocalChat:
+    """A chat model loaded in this process."""
+
+    target = "in-process"
+
+    def __init__(self, ref: str, threads: int | None = None) -> None:
         from onnxg.runtime.chat import GenaiChatModel
 
         start = time.perf_counter()
         self.model = GenaiChatModel.load(ref, threads=threads)
-        self.load_seconds = time.perf_counter() - start
+        self.load_seconds: float | None = time.perf_counter() - start
         self.name = self.model.name
 
     def count_tokens(self, text: str) -> int:
         return self.model.count_tokens(text)
 
-    def request(self, prompt: str, max_tokens: int) -> _Timed:
+    def request(self, prompt: str, max_tokens: int) -> Timed:
         from onnxg.runtime.contracts import Usage
         from onnxg.runtime.options import GenerationOptions
 
         options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
-        return _time_stream(
+        return time_stream(
             self.model.stream(prompt, options),
             lambda item: (item.prompt_tokens, item.completion_tokens) if isinstance(item, Usage) else None,
         )
 
 
-class _HttpChat:
-    def __init__(self, url: str, model: str | None, api_key: str | None) -> None:
-        import httpx
+class LocalEmbedding:
+    """An embedding model loaded in this process."""
 
-        self.base = _v1(url)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(600.0, connect=10.0))
-        self.name = model or _first_model(self.client, self.base, "chat")
-        self.load_seconds = 0.0
+    target = "in-process"
 
-    def count_tokens(self, text: str) -> int:
-        # No tokenizer endpoint in the OpenAI API: ask for one token and read the usage.
-        body = {"model": self.name, "prompt": text, "max_tokens": 1, "temperature": 0}
-        reply = self.client.post(f"{self.base}/completions", json=body)
-        _raise_for(reply)
-        return int(reply.json()["usage"]["prompt_tokens"])
+    def __init__(self, ref: str, threads: int | None = None) -> None:
+        from onnxg.runtime.embed import OnnxEmbeddingModel
 
-    def request(self, prompt: str, max_tokens: int) -> _Timed:
-        body = {
-            "model": self.name, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True},
-        }
+        start = time.perf_counter()
+        self.model = OnnxEmbeddingModel.load(ref, threads=threads)
+        self.load_seconds: float | None = time.perf_counter() - start
+        self.name = self.model.name
 
-        def events() -> Iterator[dict[str, Any]]:
-            with self.client.stream("POST", f"{self.base}/completions", json=body) as reply:
-                if reply.status_code != 200:
-                    reply.read()
-                    _raise_for(reply)
-                for line in reply.iter_lines():
-                    if line.startswith("data: ") and line != "data: [DONE]":
-                        event = json.loads(line[6:])
-                        if "error" in event:
-                            raise OnnxgError(f"server error: {event['error'].get('message')}")
-                        if event.get("choices") or event.get("usage"):
-                            yield event
-
-        def usage_of(event: dict[str, Any]) -> tuple[int, int] | None:
-            if not event.get("choices") and event.get("usage"):
-                return event["usage"]["prompt_tokens"], event["usage"]["completion_tokens"]
-            return None
-
-        return _time_stream(events(), usage_of)
+    def embed(self, batch: list[str]) -> None:
+        self.model.embed(batch, batch_size=len(batch))
 
 
-def _v1(url: str) -> str:
-    """The server's OpenAI base URL: ``url`` with ``/v1`` appended unless it ends with it."""
-    base = url.rstrip("/")
-    return base if base.endswith("/v1") else base + "/v1"
-
-
-@contextmanager
-def _reaching(url: str | None) -> Iterator[None]:
-    """Turn a failed connection to ``url`` (a refused port, a timeout) into an OnnxgError."""
-    if not url:
-        yield
-        return
-    import httpx
-
-    try:
-        yield
-    except httpx.TransportError as exc:
-        raise OnnxgError(
-            f"cannot reach an onnxg server at {url}",
-            hint="start one with `onnxg serve --detach`, or check --server",
-        ) from exc
-
-
-def _raise_for(reply: Any) -> None:
-    if reply.status_code >= 400:
-        try:
-            message = reply.json()["error"]["message"]
-        except Exception:
-            message = reply.text[:200]
-        raise OnnxgError(f"server answered {reply.status_code}: {message}")
-
-
-def _first_model(client: Any, base: str, kind: str) -> str:
-    reply = client.get(f"{base}/models")
-    _raise_for(reply)
-    models = reply.json().get("data", [])
-    if not models:
-        raise OnnxgError("the server serves no model")
-    for model in models:
-        if model.get("kind", model.get("owned_by", "")) in (kind, "embedding" if kind == "embed" else kind):
-            return model["id"]
-    return models[0]["id"]
+# --- chat ---------------------------------------------------------------------------------
 
 
 def bench_chat(
-    ref: str | None,
+    engine: ChatTarget,
     *,
-    server: str | None = None,
-    api_key: str | None = None,
     prompt_tokens: int = 128,
     max_tokens: int = 64,
     concurrency: int = 4,
@@ -250,32 +207,23 @@ def bench_chat(
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
+    """Measure ``engine``; ``threads`` is only recorded in the settings (it was given at load)."""
     if runs < 1 or concurrency < 1 or prompt_tokens < 1 or max_tokens < 2:
         raise InvalidRequest("runs, concurrency and prompt length must be >= 1, output length >= 2")
-    with _reaching(server):
-        return _bench_chat(ref, server, api_key, prompt_tokens, max_tokens, concurrency, runs, threads,
-                           progress or (lambda _text: None))
-
-
-def _bench_chat(
-    ref: str | None, server: str | None, api_key: str | None, prompt_tokens: int, max_tokens: int,
-    concurrency: int, runs: int, threads: int | None, say: Callable[[str], None],
-) -> Report:
-    say("loading")
-    engine: _LocalChat | _HttpChat = _HttpChat(server, ref, api_key) if server else _LocalChat(str(ref), threads)
+    say = progress or (lambda _text: None)
     prompt = make_prompt(engine.count_tokens, prompt_tokens)
     report = Report(
-        engine.name, "chat", server or "in-process",
+        engine.name, "chat", engine.target,
         {"prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "concurrency": concurrency,
          "runs": runs, "threads": threads},
     )
     say("warm-up")
     engine.request(prompt, 2)
-    single: list[_Timed] = []
+    single: list[Timed] = []
     for i in range(runs):
         say(f"single request, run {i + 1}/{runs}")
         single.append(engine.request(prompt, max_tokens))
-    if not server:
+    if engine.load_seconds is not None:
         report.add("load_time", "s", [engine.load_seconds])
     report.add("ttft", "ms", [t.ttft * 1000 for t in single])
     report.add("prefill", "tok/s", [t.prompt_tokens / t.ttft for t in single if t.ttft > 0])
@@ -286,41 +234,50 @@ def _bench_chat(
         per_stream: list[float] = []
         for i in range(runs):
             say(f"{concurrency} concurrent requests, run {i + 1}/{runs}")
-            results: list[_Timed] = []
-            errors: list[BaseException] = []
-
-            def one() -> None:
-                try:
-                    results.append(engine.request(prompt, max_tokens))
-                except BaseException as exc:  # reported below
-                    errors.append(exc)
-
-            workers = [threading.Thread(target=one) for _ in range(concurrency)]
-            start = time.perf_counter()
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
-            wall = time.perf_counter() - start
-            if errors:
-                raise errors[0]
+            results, wall = _concurrently(lambda: engine.request(prompt, max_tokens), concurrency)
             aggregate.append(sum(r.completion_tokens for r in results) / wall)
             per_stream.append(statistics.median(r.decode_tps for r in results))
         report.add(f"aggregate_x{concurrency}", "tok/s", aggregate)
         report.add(f"decode_per_stream_x{concurrency}", "tok/s", per_stream)
-    if not server:
-        report.add("peak_memory", "MB", [_peak_rss_mb()])
+    _add_memory(report, engine)
     return report
+
+
+def _concurrently(call: Callable[[], Timed], count: int) -> tuple[list[Timed], float]:
+    """``count`` calls at once, in threads: their results and the wall time; the first error raised."""
+    results: list[Timed] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            results.append(call())
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=one) for _ in range(count)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return results, wall
+
+
+def _add_memory(report: Report, engine: ChatTarget | EmbeddingTarget) -> None:
+    peak = _peak_rss_mb() if engine.target == "in-process" else None
+    if peak is not None:
+        report.add("peak_memory", "MB", [peak])
 
 
 # --- embeddings -----------------------------------------------------------------------------
 
 
 def bench_embed(
-    ref: str | None,
+    engine: EmbeddingTarget,
     *,
-    server: str | None = None,
-    api_key: str | None = None,
     batch_sizes: Sequence[int] = (1, 8, 32),
     sentences: int = 256,
     runs: int = 3,
@@ -329,46 +286,14 @@ def bench_embed(
 ) -> Report:
     if runs < 1 or sentences < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise InvalidRequest("runs, sentences and batch sizes must be >= 1")
-    with _reaching(server):
-        return _bench_embed(ref, server, api_key, batch_sizes, sentences, runs, threads,
-                            progress or (lambda _text: None))
-
-
-def _bench_embed(
-    ref: str | None, server: str | None, api_key: str | None, batch_sizes: Sequence[int], sentences: int,
-    runs: int, threads: int | None, say: Callable[[str], None],
-) -> Report:
+    say = progress or (lambda _text: None)
     texts = make_sentences(sentences)
-    say("loading")
-    if server:
-        import httpx
-
-        base = _v1(server)
-        client = httpx.Client(headers={"Authorization": f"Bearer {api_key}"} if api_key else {}, timeout=600.0)
-        name = ref or _first_model(client, base, "embedding")
-
-        def call(batch: list[str]) -> None:
-            reply = client.post(f"{base}/embeddings", json={"model": name, "input": batch, "encoding_format": "base64"})
-            _raise_for(reply)
-
-        load_seconds = None
-    else:
-        from onnxg.runtime.embed import OnnxEmbeddingModel
-
-        start = time.perf_counter()
-        model = OnnxEmbeddingModel.load(str(ref), threads=threads)
-        load_seconds = time.perf_counter() - start
-        name = model.name
-
-        def call(batch: list[str]) -> None:
-            model.embed(batch, batch_size=len(batch))
-
-    report = Report(name, "embedding", server or "in-process",
+    report = Report(engine.name, "embedding", engine.target,
                     {"batch_sizes": list(batch_sizes), "sentences": sentences, "runs": runs, "threads": threads})
-    if load_seconds is not None:
-        report.add("load_time", "s", [load_seconds])
+    if engine.load_seconds is not None:
+        report.add("load_time", "s", [engine.load_seconds])
     say("warm-up")
-    call(texts[: max(batch_sizes)])
+    engine.embed(texts[: max(batch_sizes)])
     for size in batch_sizes:
         rates: list[float] = []
         latencies: list[float] = []
@@ -377,15 +302,14 @@ def _bench_embed(
             start = time.perf_counter()
             for offset in range(0, len(texts), size):
                 t0 = time.perf_counter()
-                call(texts[offset: offset + size])
+                engine.embed(texts[offset: offset + size])
                 latencies.append((time.perf_counter() - t0) * 1000)
             rates.append(len(texts) / (time.perf_counter() - start))
         ordered = sorted(latencies)
         report.add(f"sentences_per_s_b{size}", "sent/s", rates)
         report.add(f"latency_p50_b{size}", "ms", [ordered[len(ordered) // 2]])
         report.add(f"latency_p95_b{size}", "ms", [ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]])
-    if not server:
-        report.add("peak_memory", "MB", [_peak_rss_mb()])
+    _add_memory(report, engine)
     return report
 
 

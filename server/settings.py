@@ -1,8 +1,15 @@
-"""Everything ``create_app`` needs, in one typed object (the CLI fills it from its options)."""
+"""Everything a server needs, in one typed object: the ONE declaration of serve's defaults.
+
+``onnxg serve`` (its options take their defaults from ``DEFAULTS``), ``onnxg serve --detach``
+and ``onnxg.Server`` all build a ``Settings``; a background server gets the same object back
+through its command line (``service.daemon.serve_command``). Plain data, no web import.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass
@@ -21,9 +28,14 @@ class Settings:
     """Seconds in-flight requests get to finish after SIGTERM / Ctrl-C."""
     threads: int | None = None
     """Intra-op threads per model (None: the runtime's choice)."""
+    log_level: str = "info"
+    """One of ``LOG_LEVELS`` (uvicorn's and onnxg's loggers)."""
     warmup: bool = True
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+DEFAULTS = Settings()

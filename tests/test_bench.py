@@ -60,12 +60,15 @@ def test_bench_bad_options_are_one_line_errors(tiny_chat_model: Path, args: list
     assert "Traceback" not in done.stderr and "Error:" in done.stderr
 
 
-def test_bench_missing_model() -> None:
+@pytest.mark.parametrize("args", [["/no/such/model"], ["--model", "/no/such/model"], ["-m", "/no/such/model"]])
+def test_bench_missing_model(args: list[str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "onnxg.cli.main", "bench", "/no/such/model"],
+        [sys.executable, "-m", "onnxg.cli.main", "bench", *args],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "Internal error" not in done.stderr  # an internal crash also exits 1 without a traceback
+    assert done.stderr.startswith("Error: ") and "/no/such/model" in done.stderr
 
 
 def test_bench_unreachable_server_is_a_one_line_error() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from onnxg.cli import main as cli_main
-from onnxg.runtime import daemon, procs
+from onnxg.service import daemon, procs, records
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(600)"
 STUBBORN = (
@@ -56,12 +56,12 @@ def background(free_port: int):
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(code: str = SLEEPER, port: int = free_port, models: list[str] | None = None):
-        log = daemon.log_path(port)
+        log = records.log_path(port)
         proc = daemon.spawn([sys.executable, "-c", code], log)
         procs.append(proc)
         _wait_line(log, "ready")
-        record = daemon.new_record(proc, "127.0.0.1", port, models or ["tiny-chat"], log, "detach")
-        daemon.write_record(record)
+        record = records.new_record(proc, "127.0.0.1", port, models or ["tiny-chat"], log, "detach")
+        records.write_record(record)
         return proc, record
 
     yield start
@@ -73,9 +73,9 @@ def background(free_port: int):
 
 def test_record_is_listed_and_status_shows_it(background, free_port, capsys) -> None:
     proc, record = background()
-    assert daemon.record_path(free_port).exists()
+    assert records.record_path(free_port).exists()
     assert proc_start_known(proc.pid)
-    (listed,) = daemon.list_records()
+    (listed,) = records.list_records()
     assert (listed.pid, listed.port, listed.models) == (proc.pid, free_port, ["tiny-chat"])
 
     assert cli(["status", "--json"]) == 0
@@ -83,7 +83,8 @@ def test_record_is_listed_and_status_shows_it(background, free_port, capsys) -> 
     assert entry["pid"] == proc.pid
     assert entry["url"] == f"http://127.0.0.1:{free_port}"
     assert entry["models"] == ["tiny-chat"]
-    assert entry["uptime_s"] >= 0
+    assert entry["uptime_s"] == pytest.approx(time.time() - record.started, abs=5)
+    assert entry["proc_start"] == record.proc_start and entry["origin"] == "detach"
 
     assert cli(["status"]) == 0
     table = capsys.readouterr().out
@@ -98,8 +99,8 @@ def test_stop_ends_the_process_and_removes_the_record(background, free_port, cap
     proc, _ = background()
     assert cli(["stop", "--port", str(free_port)]) == 0
     assert proc.wait(timeout=5) == -signal.SIGTERM
-    assert not daemon.record_path(free_port).exists()
-    assert daemon.list_records() == []
+    assert not records.record_path(free_port).exists()
+    assert records.list_records() == []
     assert "stopped" in capsys.readouterr().err
 
 
@@ -111,17 +112,17 @@ def test_stop_escalates_to_sigkill_after_the_grace_period(background, free_port,
     assert proc.wait(timeout=5) == -signal.SIGKILL
     assert elapsed >= 0.5
     assert "killed" in capsys.readouterr().err
-    assert not daemon.record_path(free_port).exists()
+    assert not records.record_path(free_port).exists()
 
 
 def test_a_record_whose_process_was_sigkilled_is_cleaned(background, free_port, capsys) -> None:
     proc, _ = background()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=5)
-    assert daemon.record_path(free_port).exists()  # nobody has looked yet
+    assert records.record_path(free_port).exists()  # nobody has looked yet
     assert cli(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
-    assert not daemon.record_path(free_port).exists()
+    assert not records.record_path(free_port).exists()
 
 
 def test_a_stale_record_is_cleaned_by_stop_and_get_record(background, free_port, capsys) -> None:
@@ -130,32 +131,32 @@ def test_a_stale_record_is_cleaned_by_stop_and_get_record(background, free_port,
     proc.wait(timeout=5)
     assert cli(["stop", "--port", str(free_port)]) == 0
     assert "No onnxg server is running on port" in capsys.readouterr().err
-    assert not daemon.record_path(free_port).exists()
+    assert not records.record_path(free_port).exists()
 
     _, record = background()
     record.pid = 2**22 + 12345  # no such process
-    daemon.write_record(record)
-    assert daemon.get_record(free_port) is None
-    assert not daemon.record_path(free_port).exists()
+    records.write_record(record)
+    assert records.get_record(free_port) is None
+    assert not records.record_path(free_port).exists()
 
 
 def test_a_reused_pid_is_not_mistaken_for_the_server(free_port) -> None:
     """A record whose pid now belongs to another process: stale, and that process is spared."""
-    record = daemon.Record(
+    record = records.Record(
         pid=os.getpid(), port=free_port, host="127.0.0.1", models=[], started=time.time(),
         log="", proc_start="1",  # not this process's start time
     )
-    daemon.write_record(record)
-    assert daemon.list_records() == []
-    assert not daemon.record_path(free_port).exists()
+    records.write_record(record)
+    assert records.list_records() == []
+    assert not records.record_path(free_port).exists()
     assert cli(["stop", "--all"]) == 0  # nothing to stop; this test process survives
 
 
 def test_unreadable_records_are_removed(free_port) -> None:
-    path = daemon.record_path(free_port)
+    path = records.record_path(free_port)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("{not json")
-    assert daemon.list_records() == []
+    assert records.list_records() == []
     assert not path.exists()
 
 
@@ -169,29 +170,45 @@ def test_stop_needs_a_choice_when_several_run(background, free_port, capsys) -> 
     assert "--all" in capsys.readouterr().err
     assert first.poll() is None and second.poll() is None
     assert cli(["stop", "--all", "--grace", "5"]) == 0
-    assert first.wait(timeout=5) and second.wait(timeout=5)
-    assert daemon.list_records() == []
+    assert first.wait(timeout=5) == second.wait(timeout=5) == -signal.SIGTERM
+    assert records.list_records() == []
 
 
-def test_detach_refuses_a_port_held_by_a_plain_listener(free_port, capsys) -> None:
-    from onnxg.cli._detach import detach
+def test_detach_refuses_a_port_held_by_a_plain_listener(free_port) -> None:
+    from onnxg.cli.serve import start_detached
+    from onnxg.server.settings import Settings
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", free_port))
         sock.listen()
-        assert detach(["whatever"], "127.0.0.1", free_port) == 1
-    assert "already in use by another program" in capsys.readouterr().err
-    assert not daemon.record_path(free_port).exists()
-    assert not daemon.log_path(free_port).exists()  # nothing was started
+        with pytest.raises(daemon.PortInUse, match="already in use by another program"):
+            start_detached(Settings(models=["whatever"], port=free_port))
+    assert not records.record_path(free_port).exists()
+    assert not records.log_path(free_port).exists()  # nothing was started
 
 
-def test_detach_refuses_a_port_held_by_another_onnxg_server(background, free_port, capsys) -> None:
-    from onnxg.cli._detach import detach
+def test_detach_refuses_a_port_held_by_another_onnxg_server(background, free_port) -> None:
+    from onnxg.cli.serve import start_detached
+    from onnxg.server.settings import Settings
 
     proc, _ = background(models=["other-model"])
-    assert detach(["tiny-chat"], "127.0.0.1", free_port) == 1
-    assert "another onnxg server" in capsys.readouterr().err
+    with pytest.raises(daemon.PortInUse, match="another onnxg server"):
+        start_detached(Settings(models=["tiny-chat"], port=free_port))  # refused before "tiny-chat" is looked up
     assert proc.poll() is None
+
+
+def test_serve_command_carries_the_settings_that_differ_from_the_defaults() -> None:
+    from onnxg.server.settings import Settings
+
+    argv = daemon.serve_command(Settings(models=["/m/a", "/m/b"], port=9000, api_key="s3cret", max_concurrency=4,
+                                         cors_origins=["http://x", "http://y"], log_level="debug"))
+    assert argv[:4] == [sys.executable, "-m", "onnxg.cli.main", "serve"]
+    assert " ".join(argv[4:]) == (
+        "--model /m/a --model /m/b --host 127.0.0.1 --port 9000 --cors-origin http://x --cors-origin http://y "
+        "--max-concurrency 4 --log-level debug"
+    )  # the key goes through the environment, never the command line
+    with pytest.raises(ValueError, match="warmup"):
+        daemon.serve_command(Settings(warmup=False))  # `onnxg serve` has no option for it
 
 
 def test_status_and_stop_with_nothing_running(capsys) -> None:
@@ -199,6 +216,7 @@ def test_status_and_stop_with_nothing_running(capsys) -> None:
     assert "No onnxg server is running" in capsys.readouterr().err
     assert cli(["stop"]) == 0
     assert cli(["stop", "--port", "1", "--all"]) == 1
+    assert "Error: pass either --port or --all, not both" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ end to end: onnxg serve --detach
@@ -217,19 +235,19 @@ def test_detach_status_stop_end_to_end(tiny_chat_model, free_port) -> None:
     assert started.returncode == 0, started.stderr
     url = f"http://127.0.0.1:{port}"
     assert started.stdout.strip() == url
-    record = daemon.get_record(free_port)
+    record = records.get_record(free_port)
     assert record is not None
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
             assert resp.status == 200
-        log = daemon.log_path(free_port)
+        log = records.log_path(free_port)
         assert log.exists() and record.log == str(log)
         assert os.getsid(record.pid) == record.pid  # its own session: the terminal's signals miss it
 
         again = onnxg("serve", "--detach", "--port", port, *models)
         assert again.returncode == 0, again.stderr
         assert "already runs" in again.stderr and again.stdout.strip() == url
-        assert daemon.get_record(free_port).pid == record.pid  # nothing new started
+        assert records.get_record(free_port).pid == record.pid  # nothing new started
 
         defaults = onnxg("serve", "--detach", "--port", port)  # other models: refused
         assert defaults.returncode == 1 and "another onnxg server" in defaults.stderr
@@ -243,7 +261,7 @@ def test_detach_status_stop_end_to_end(tiny_chat_model, free_port) -> None:
         stopped = onnxg("stop", "--port", port)
         assert stopped.returncode == 0 and "stopped" in stopped.stderr
         assert not procs.pid_alive(record.pid)
-        assert not daemon.record_path(free_port).exists()
+        assert not records.record_path(free_port).exists()
         assert json.loads(onnxg("status", "--json").stdout) == []
     finally:
         if procs.pid_alive(record.pid):
@@ -257,7 +275,7 @@ def test_detach_on_a_port_held_by_a_plain_listener_exits_1(tiny_chat_model, free
         result = onnxg("serve", "--detach", "--port", str(free_port), "--model", str(tiny_chat_model))
     assert result.returncode == 1
     assert "already in use by another program" in result.stderr
-    assert daemon.list_records() == []
+    assert records.list_records() == []
 
 
 def test_detach_of_a_server_that_dies_points_at_the_log(tmp_path, free_port) -> None:
@@ -267,6 +285,6 @@ def test_detach_of_a_server_that_dies_points_at_the_log(tmp_path, free_port) -> 
     result = onnxg("serve", "--detach", "--port", str(free_port), "--model", str(broken))
     assert result.returncode == 1
     assert "before it was ready" in result.stderr
-    assert str(daemon.log_path(free_port)) in result.stderr.replace("\n", "")
+    assert str(records.log_path(free_port)) in result.stderr.replace("\n", "")
     assert "Traceback" not in result.stderr
-    assert daemon.list_records() == []
+    assert records.list_records() == []

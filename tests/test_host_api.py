@@ -13,19 +13,10 @@ import numpy as np
 import pytest
 
 import onnxg
-from onnxg.runtime import daemon, procs
+from onnxg.service import daemon, procs, records
 from onnxg.runtime.errors import ModelNotFound, OnnxgError
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def _serve_ready() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxg.cli.serve") is not None
-
-
-needs_serve = pytest.mark.skipif(not _serve_ready(), reason="`onnxg serve` (cli/serve.py) is not there yet")
 
 
 class Events:
@@ -79,7 +70,7 @@ def test_a_missing_model_fires_on_error_and_raises(free_port: int) -> None:
     assert events.kinds == ["error"]
     assert isinstance(events.items[0][1], OnnxgError)
     assert not server.running
-    assert not daemon.record_path(free_port).exists()
+    assert not records.record_path(free_port).exists()
 
 
 def test_a_port_held_by_another_program_is_refused(free_port: int) -> None:
@@ -94,7 +85,6 @@ def test_a_port_held_by_another_program_is_refused(free_port: int) -> None:
     assert events.kinds == ["error"]
 
 
-@needs_serve
 def test_context_manager_serves_the_openai_client(tiny_chat_model, tiny_embed_model, free_port) -> None:
     from openai import AuthenticationError, OpenAI
 
@@ -110,7 +100,7 @@ def test_context_manager_serves_the_openai_client(tiny_chat_model, tiny_embed_mo
         assert pid is not None and procs.pid_alive(pid)
 
         # `onnxg status` sees it; the key is not on its command line (ps shows that to everyone)
-        record = daemon.get_record(free_port)
+        record = records.get_record(free_port)
         assert record is not None and record.pid == pid and record.origin == "python"
         assert "s3cret" not in Path(f"/proc/{pid}/cmdline").read_text() if Path("/proc").is_dir() else True
 
@@ -128,7 +118,7 @@ def test_context_manager_serves_the_openai_client(tiny_chat_model, tiny_embed_mo
 
     assert events.terminated.wait(15)
     assert not procs.pid_alive(pid)
-    assert not daemon.record_path(free_port).exists()
+    assert not records.record_path(free_port).exists()
     kinds = events.kinds
     # downloads (one "done" per model) -> ready -> terminate, and nothing else
     first_ready = kinds.index("ready")
@@ -141,7 +131,6 @@ def test_context_manager_serves_the_openai_client(tiny_chat_model, tiny_embed_mo
     assert events.items[-1][1:] == (pid, 0)  # SIGTERM: a graceful exit
 
 
-@needs_serve
 def test_a_running_server_with_the_same_models_is_reused(tiny_chat_model, free_port) -> None:
     first_events, second_events = Events(), Events()
     first = onnxg.Server(models=[tiny_chat_model], port=free_port, **first_events.callbacks())
@@ -166,7 +155,6 @@ def test_a_running_server_with_the_same_models_is_reused(tiny_chat_model, free_p
     assert first_events.kinds[-2:] == ["ready", "terminate"]
 
 
-@needs_serve
 def test_a_server_that_dies_while_starting_reports_it(tmp_path: Path, free_port: int) -> None:
     broken = tmp_path / "broken-model"
     broken.mkdir()
@@ -178,10 +166,9 @@ def test_a_server_that_dies_while_starting_reports_it(tmp_path: Path, free_port:
     assert "log" in (info.value.hint or "")
     assert "error" in events.kinds and "ready" not in events.kinds
     assert not server.running
-    assert not daemon.record_path(free_port).exists()
+    assert not records.record_path(free_port).exists()
 
 
-@needs_serve
 def test_start_without_waiting_reports_through_events(tiny_chat_model, free_port) -> None:
     events = Events()
     server = onnxg.Server(models=[tiny_chat_model], port=free_port, **events.callbacks())

@@ -25,7 +25,7 @@ def test_wheel_holds_only_the_onnxg_namespace(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names}
     assert tops == {"onnxg", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
-    for package in ("cli", "convert", "runtime", "server", "recipes"):
+    for package in ("cli", "convert", "hub", "runtime", "server", "service", "recipes"):
         assert f"onnxg/{package}/__init__.py" in names
     assert not any(name.startswith("onnxg/tests/") for name in names)
     assert "onnxg/convert/workers/_worker.py" in names

@@ -17,7 +17,7 @@ import pytest
 from hubkit import FakeHub
 from onnxg.runtime import store
 from onnxg.runtime.errors import ModelNotFound
-from onnxg.convert.pull import PullRef, RemoteFile, default_name, parse_ref, select_files
+from onnxg.hub.download import PullRef, RemoteFile, default_name, parse_ref, select_files
 
 SUB = "cpu_and_mobile/cpu-int4"
 BIG = "model.onnx.data"
@@ -179,7 +179,7 @@ def live(hub, monkeypatch):
 
 
 def test_other_hub_errors_have_hints(live, repo_files):
-    from onnxg.convert import pull as p
+    from onnxg.hub import download, pull as p
 
     live.add_repo("org/tiny-onnx", repo_files)
     live.add_repo("org/gated-onnx", repo_files, gated=True)
@@ -187,22 +187,22 @@ def test_other_hub_errors_have_hints(live, repo_files):
     huge = live.add_repo("org/huge-onnx", {"model.onnx": b"x", "model.onnx.data": b"y"})
     huge.fake_sizes["model.onnx.data"] = 1 << 60
 
-    with pytest.raises(p.NoOnnxFiles, match="no ONNX model files in org/tiny-onnx$") as info:
+    with pytest.raises(download.NoOnnxFiles, match="no ONNX model files in org/tiny-onnx$") as info:
         p.pull("org/tiny-onnx")  # the ONNX files are in subfolders: the hint names them
     assert info.value.hint == f"pick a subfolder: org/tiny-onnx/{SUB}, org/tiny-onnx/cpu_and_mobile/other-fp32"
-    with pytest.raises(p.NoOnnxFiles) as info:
+    with pytest.raises(download.NoOnnxFiles) as info:
         p.pull("org/weights-only")
     assert "onnxg convert org/weights-only" in (info.value.hint or "")
-    with pytest.raises(p.NoOnnxFiles) as info:
+    with pytest.raises(download.NoOnnxFiles) as info:
         p.pull(f"org/tiny-onnx/{SUB}", include=["nothing*.onnx"])
     assert "--include" in (info.value.hint or "")
-    with pytest.raises(p.AuthRequired, match="is gated") as info:
-        p.pull(f"org/gated-onnx/{SUB}", check=False)
+    with pytest.raises(download.AuthRequired, match="is gated") as info:
+        p.pull(f"org/gated-onnx/{SUB}")
     assert "HF_TOKEN" in (info.value.hint or "") and "resume" in (info.value.hint or "")
-    with pytest.raises(p.DiskFull, match="GB are free") as info:
+    with pytest.raises(download.DiskFull, match="GB are free") as info:
         p.pull("org/huge-onnx")
     assert "ONNXG_HOME" in (info.value.hint or "")
-    with pytest.raises(p.RepoNotFound, match="no revision 'v9'"):
+    with pytest.raises(download.RepoNotFound, match="no revision 'v9'"):
         p.pull(f"org/tiny-onnx/{SUB}@v9")
     assert not any(p_.startswith("/cdn/") for _, p_, _ in live.requests)  # nothing was downloaded
 
@@ -220,16 +220,16 @@ def test_offline_uses_the_model_in_the_store(hub, repo_files, onnxg_home, free_p
     assert r.returncode == 0, r.stderr
     assert "cannot reach the hub" in r.stderr
     # A model that is not there cannot be used offline: an error with the way out.
-    from onnxg.convert import pull as p
+    from onnxg.hub import download, pull as p
 
-    with pytest.raises(p.HubUnreachable, match="offline mode is on") as info:
+    with pytest.raises(download.HubUnreachable, match="offline mode is on") as info:
         p.pull("org/other-onnx")  # this test session is offline (conftest)
     assert "HF_HUB_OFFLINE" in (info.value.hint or "")
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with pytest.raises(p.HubUnreachable, match="cannot reach the hub"):
+    with pytest.raises(download.HubUnreachable, match="cannot reach the hub"):
         p.pull("org/other-onnx")
 
 
@@ -267,7 +267,7 @@ def test_progress_events_in_process(hub, repo_files, monkeypatch):
     """The events a host program gets (onnxg.Server's download callbacks use them)."""
     from huggingface_hub import constants
 
-    from onnxg.convert.pull import PullProgress, pull
+    from onnxg.hub.pull import PullProgress, pull
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
@@ -297,7 +297,9 @@ def test_progress_events_in_process(hub, repo_files, monkeypatch):
             self.events.append(("step", text))
 
     rec = Recorder()
-    result = pull(f"org/tiny-onnx/{SUB}", check=False, progress=rec)
+    chunk = constants.DOWNLOAD_CHUNK_SIZE
+    result = pull(f"org/tiny-onnx/{SUB}", progress=rec)
+    assert constants.DOWNLOAD_CHUNK_SIZE == chunk  # huggingface_hub's global is put back
     assert rec.events[0] == ("resolved", "org/tiny-onnx", "tiny-onnx-cpu-int4")
     assert rec.events[1] == ("plan", 5, 0)
     starts = [e[1] for e in rec.events if e[0] == "start"]
@@ -306,7 +308,7 @@ def test_progress_events_in_process(hub, repo_files, monkeypatch):
     assert rec.events[-1][0] == "step"
     # A second pull of the same model: nothing to download, the plan says all is present.
     rec2 = Recorder()
-    again = pull(f"org/tiny-onnx/{SUB}", check=False, progress=rec2)
+    again = pull(f"org/tiny-onnx/{SUB}", progress=rec2)
     assert again.downloaded == [] and len(again.skipped) == 5
     assert rec2.events[1] == ("plan", 5, sum(len(repo_files[f"{SUB}/{n}"]) for n in again.skipped))
 
@@ -370,7 +372,7 @@ def small_disk(tmp_path):
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(mount)])
 
 
 def test_disk_full_before_and_during_the_download(hub, repo_files, small_disk):

@@ -1,6 +1,6 @@
 """Processes: is a pid alive (and still the same process), and stopping one for good.
 
-Used for background servers (``runtime.daemon``) and the children that onnxg starts
+Used for background servers (``service.daemon``) and the children that onnxg starts
 (``onnxg.Server``, ``onnxg serve --detach``). A process's OS start time guards against pid
 reuse: a record whose pid now belongs to another process is stale.
 """
@@ -15,9 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from onnxg.runtime.errors import OnnxgError
-
-DEFAULT_GRACE_S = 30.0  # the server's own default grace period for in-flight requests
-
 
 class StopError(OnnxgError):
     """A server that could not be signalled (another user's process)."""
@@ -82,7 +79,7 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def terminate(pid: int, grace: float = DEFAULT_GRACE_S, *, alive: Callable[[], bool] | None = None) -> str:
+def terminate(pid: int, grace: float, *, alive: Callable[[], bool] | None = None) -> str:
     """SIGTERM, then SIGKILL after ``grace`` seconds. Returns "terminated", "killed" or "gone".
 
     ``alive()`` tells whether the process still runs (default: ``pid_alive(pid)``); a parent

@@ -1,6 +1,6 @@
 """The Hugging Face hub as ``onnxg pull`` sees it: references, file listings, errors.
 
-``REPO[/SUBFOLDER][@REVISION]`` (or a hub URL, or a recipe name with a ``prebuilt`` repo)
+``REPO[/SUBFOLDER][@REVISION]`` (or a hub URL)
 becomes a ``PullRef``; ``remote_files`` lists the repo at one commit (one
 ``/api/models/{repo}/revision/{rev}?blobs=true`` call: sizes, LFS sha256s, git blob ids);
 ``select_files`` keeps what a model folder needs; ``hub_error`` turns what huggingface_hub
@@ -198,23 +198,6 @@ def onnx_folders(siblings: list[RemoteFile]) -> list[str]:
 
 
 # --- the hub ----------------------------------------------------------------------------------
-
-
-def prebuilt(ref: str) -> str | None:
-    """A recipe name stands for the ready ONNX repo its recipe names (``prebuilt``)."""
-    if "/" in ref or not store.is_store_name(ref):
-        return None
-    from onnxg.convert import recipes
-
-    try:
-        recipe = recipes.get(ref)
-    except Exception:
-        return None
-    prebuilt = getattr(recipe, "prebuilt", None)
-    if recipe is not None and not prebuilt:
-        raise NoOnnxFiles(f"recipe {ref} has no ready ONNX repo to pull",
-                          hint=f"convert it instead: `onnxg convert {ref}`")
-    return str(prebuilt) if prebuilt else None
 
 
 def offline() -> bool:

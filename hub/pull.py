@@ -27,19 +27,16 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from onnxg.convert import hub
-from onnxg.convert.hub import (  # noqa: F401 - re-exported: the errors a pull raises
-    AuthRequired,
+from onnxg.hub import download as hub
+from onnxg.hub.download import (
     DiskFull,
-    HubError,
     HubUnreachable,
     IntegrityError,
     NoOnnxFiles,
     PullRef,
     RemoteFile,
-    RepoNotFound,
     default_name,
     parse_ref,
     select_files,
@@ -48,6 +45,12 @@ from onnxg.runtime import home, store
 from onnxg.runtime.errors import InvalidRequest, ModelNotFound, OnnxgError
 
 _CHUNK = 1 << 20
+
+
+class Checker(Protocol):
+    """What ``pull(check=...)`` runs on the finished folder: ``onnxg.convert.check.check``."""
+
+    def __call__(self, folder: Path) -> Any: ...
 
 
 # --- progress -------------------------------------------------------------------------------
@@ -214,19 +217,23 @@ def _download(file: RemoteFile, ref: PullRef, revision: str, part: Path, listene
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
-    # http_get writes (and reports progress) once per chunk; its 10 MB default makes the
-    # bars jump on slow links and loses up to 10 MB when a pull is killed.
-    constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, _CHUNK)
-
     url = hf_hub_url(ref.repo, file.path, revision=revision, endpoint=hub.endpoint())
     offset = part.stat().st_size if part.exists() else 0
     if offset > file.size:
         part.unlink()
         offset = 0
     listener.start(file, offset)
-    with open(part, "ab") as handle:
-        http_get(url, handle, resume_size=offset, headers=build_hf_headers(), expected_size=file.size,
-                 displayed_filename=file.name, tqdm_class=_relay(listener, file))  # type: ignore[arg-type]
+    # http_get writes (and reports progress) once per chunk; its 10 MB default makes the
+    # bars jump on slow links and loses up to 10 MB when a pull is killed. The constant is
+    # huggingface_hub's global: set for this download only, then put back.
+    chunk = constants.DOWNLOAD_CHUNK_SIZE
+    constants.DOWNLOAD_CHUNK_SIZE = min(chunk, _CHUNK)
+    try:
+        with open(part, "ab") as handle:
+            http_get(url, handle, resume_size=offset, headers=build_hf_headers(), expected_size=file.size,
+                     displayed_filename=file.name, tqdm_class=_relay(listener, file))  # type: ignore[arg-type]
+    finally:
+        constants.DOWNLOAD_CHUNK_SIZE = chunk
     listener.finish(file)
 
 
@@ -236,12 +243,17 @@ def pull(
     name: str | None = None,
     revision: str | None = None,
     include: list[str] | None = None,
-    check: bool = True,
+    check: Checker | None = None,
     progress: PullProgress | None = None,
 ) -> PullResult:
-    """Download ``ref`` (``REPO[/SUBFOLDER][@REVISION]``) into the store; see the module doc."""
+    """Download ``ref`` (``REPO[/SUBFOLDER][@REVISION]``) into the store; see the module doc.
+
+    ``check`` (e.g. ``onnxg.convert.check.check``) runs on the finished folder; its verdict is
+    cached in ``onnxg.json``. A recipe name is the caller's to map to its ``prebuilt`` repo
+    (``onnxg.convert.recipes.prebuilt``): the hub knows nothing of recipes.
+    """
     listener = progress or PullProgress()
-    pref = parse_ref(hub.prebuilt(ref) or ref)
+    pref = parse_ref(ref)
     if revision:
         pref = PullRef(pref.repo, pref.subfolder, revision)
     if name is not None and not store.is_store_name(name):
@@ -303,8 +315,8 @@ def pull(
         raise
     listener.step("verifying and recording the files")
     _record(folder, pref, commit, {**old, **hashes})
-    if check:
-        _check(folder, result, listener)
+    if check is not None:
+        _check(check, folder, result, listener)
     return result
 
 
@@ -387,11 +399,9 @@ def _record(folder: Path, pref: PullRef, commit: str, known: dict[str, dict[str,
     shutil.rmtree(folder / store.PULL_STATE, ignore_errors=True)  # last: until here the pull is unfinished
 
 
-def _check(folder: Path, result: PullResult, listener: PullProgress) -> None:
-    from onnxg.convert import check as checker
-
+def _check(check: Checker, folder: Path, result: PullResult, listener: PullProgress) -> None:
     listener.step("checking the model (onnxg check)")
-    report = checker.check(folder)
+    report = check(folder)
     store.record_check(folder, report)
     result.check_ok = bool(report.ok)
     result.check_failures = [

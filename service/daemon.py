@@ -1,18 +1,15 @@
-"""Background servers: process records, spawning, waiting for /health, stopping.
+"""Background servers: start, wait for /health, stop (their records: ``service.records``).
 
-Each onnxg server started in the background (``onnxg serve --detach`` or ``onnxg.Server``)
-has a record ``ONNXG_HOME/run/<port>.json`` holding its pid, address, models, log file and
-the process's start time. The start time guards against pid reuse: a record whose pid now
-belongs to another process (or to no process) is stale, and every reader removes it.
-
-Web-free on purpose: /health is polled with urllib. Process liveness and stopping are
-``runtime.procs``.
+``start(settings, ...)`` is the one start path of ``onnxg serve --detach`` and ``onnxg.Server``:
+the child is ``onnxg serve`` with the same ``Settings`` on its command line (the API key in its
+environment), given model folders that the caller prepared (downloaded or converted, with
+visible progress) before the spawn. /health is polled with urllib. Process liveness and
+stopping are ``service.procs``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import socket
@@ -22,11 +19,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import fields, replace
 from pathlib import Path
 
-from onnxg.runtime import home, procs
+from onnxg.runtime import home
 from onnxg.runtime.errors import OnnxgError
+from onnxg.server.settings import DEFAULTS, Settings
+from onnxg.service import procs, records
 
 DEFAULT_START_TIMEOUT_S = 600.0  # a first start may convert the default models
 STOP_MARGIN_S = 5.0  # waited on top of a server's own grace period before SIGKILL
@@ -44,57 +43,12 @@ class PortInUse(OnnxgError):
     code = "port_in_use"
 
 
-@dataclass
-class Record:
-    """What ``ONNXG_HOME/run/<port>.json`` holds about one background server."""
-
-    pid: int
-    port: int
-    host: str
-    models: list[str]
-    started: float  # time.time() at spawn
-    log: str
-    proc_start: str | None  # the OS's start time of ``pid`` (guards against pid reuse)
-    origin: str = "detach"  # "detach" (the CLI) or "python" (onnxg.Server)
-    extra: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return base_url(self.host, self.port)
-
-    @property
-    def uptime_s(self) -> float:
-        return max(0.0, time.time() - self.started)
-
-    def to_json(self) -> dict[str, object]:
-        data = asdict(self)
-        data["url"] = self.url
-        data["uptime_s"] = round(self.uptime_s, 1)
-        return data
-
-
 # ----------------------------------------------------------------------------- addresses
-
-
-def connect_host(host: str) -> str:
-    """The address a client on this machine uses to reach a server bound to ``host``."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "::1"
-    return host
-
-
-def base_url(host: str, port: int) -> str:
-    target = connect_host(host)
-    if ":" in target:
-        target = f"[{target}]"
-    return f"http://{target}:{port}"
 
 
 def port_in_use(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections on ``host:port``, or holds the port."""
-    target = connect_host(host)
+    target = records.connect_host(host)
     family = socket.AF_INET6 if ":" in target else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -114,113 +68,28 @@ def port_in_use(host: str, port: int, timeout: float = 0.5) -> bool:
 def health(host: str, port: int, timeout: float = 2.0) -> bool:
     """Whether ``GET /health`` answers 200."""
     try:
-        with urllib.request.urlopen(f"{base_url(host, port)}/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(f"{records.base_url(host, port)}/health", timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
-def is_alive(record: Record) -> bool:
-    """Whether the record's process still runs and is the same process (not a reused pid)."""
-    if not procs.pid_alive(record.pid):
-        return False
-    if record.proc_start is None:
-        return True
-    now = procs.proc_start_time(record.pid)
-    return now is None or now == record.proc_start
-
-
-# ----------------------------------------------------------------------------- records
-
-
-def run_dir() -> Path:
-    return home.home() / "run"
-
-
-def record_path(port: int) -> Path:
-    return run_dir() / f"{port}.json"
-
-
-def log_path(port: int) -> Path:
-    return home.logs_dir() / f"serve-{port}.log"
-
-
-def write_record(record: Record) -> Path:
-    """Write the record atomically (a reader never sees half a file)."""
-    path = record_path(record.port)
-    home.ensure(path.parent)
-    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    data = {k: v for k, v in record.to_json().items() if k not in ("url", "uptime_s")}
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def remove_record(port: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        record_path(port).unlink()
-
-
-def _load(path: Path) -> Record | None:
-    try:
-        data = json.loads(path.read_text())
-        return Record(
-            pid=int(data["pid"]),
-            port=int(data["port"]),
-            host=str(data["host"]),
-            models=[str(m) for m in data.get("models", [])],
-            started=float(data["started"]),
-            log=str(data.get("log", "")),
-            proc_start=data.get("proc_start"),
-            origin=str(data.get("origin", "detach")),
-            extra=dict(data.get("extra", {})),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def get_record(port: int) -> Record | None:
-    """The live record for ``port``; a stale or unreadable one is removed."""
-    path = record_path(port)
-    if not path.exists():
-        return None
-    record = _load(path)
-    if record is None or not is_alive(record):
-        remove_record(port)
-        return None
-    return record
-
-
-def list_records() -> list[Record]:
-    """Every live background server, by port; stale records are removed on the way."""
-    if not run_dir().is_dir():
-        return []
-    records = []
-    for path in sorted(run_dir().glob("*.json")):
-        if not path.stem.isdigit():
-            continue
-        record = get_record(int(path.stem))
-        if record is not None:
-            records.append(record)
-    return sorted(records, key=lambda r: r.port)
-
-
-def stop(record: Record, grace: float | None = None) -> str:
+def stop(record: records.Record, grace: float | None = None) -> str:
     """Stop a background server and remove its record; see ``terminate`` for the result.
 
     ``grace`` defaults to the server's own grace period (as started) plus a margin.
     """
     if grace is None:
-        grace = float(record.extra.get("grace_s", procs.DEFAULT_GRACE_S)) + STOP_MARGIN_S  # type: ignore[arg-type]
-    result = procs.terminate(record.pid, grace, alive=lambda: is_alive(record))
-    remove_record(record.port)
+        grace = float(record.extra.get("grace_s", DEFAULTS.grace_period)) + STOP_MARGIN_S  # type: ignore[arg-type]
+    result = procs.terminate(record.pid, grace, alive=lambda: records.is_alive(record))
+    records.remove_record(record.port)
     return result
 
 
 @contextlib.contextmanager
 def port_lock(port: int) -> Iterator[None]:
     """Serialise starts on one port, so two concurrent starts do not both spawn."""
-    with home.file_lock(run_dir() / "locks" / f"{port}.lock"):  # apart from the records
+    with home.file_lock(records.run_dir() / "locks" / f"{port}.lock"):  # apart from the records
         yield
 
 
@@ -243,16 +112,43 @@ def normalize_models(models: Sequence[str | Path]) -> list[str]:
     return result
 
 
-def same_models(record: Record, models: Sequence[str]) -> bool:
+def same_models(record: records.Record, models: Sequence[str]) -> bool:
     return sorted(record.models) == sorted(models)
 
 
-def serve_command(host: str, port: int, models: Sequence[str], extra_args: Sequence[str] = ()) -> list[str]:
-    """The command line of an ``onnxg serve`` child in this same Python environment."""
-    argv = [sys.executable, "-m", "onnxg.cli.main", "serve", "--host", host, "--port", str(port)]
-    for model in models:
-        argv += ["--model", model]
+# Settings fields and the `onnxg serve` option that sets each (models: --model, repeated; the API
+# key travels in the environment, since a command line shows in `ps`).
+SERVE_FLAGS = {
+    "host": "--host", "port": "--port", "cors_origins": "--cors-origin", "max_concurrency": "--max-concurrency",
+    "grace_period": "--grace-period", "threads": "--threads", "log_level": "--log-level",
+}
+_NOT_FLAGS = {"models", "api_key"}
+
+
+def serve_command(settings: Settings, extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line of an ``onnxg serve`` child in this Python environment, for ``settings``.
+
+    Host and port always, every other setting that differs from the default; a setting that
+    ``onnxg serve`` has no option for cannot reach a child, so it is refused.
+    """
+    argv = [sys.executable, "-m", "onnxg.cli.main", "serve"]
+    for model in settings.models:
+        argv += ["--model", str(model)]
+    for item in fields(Settings):
+        value = getattr(settings, item.name)
+        if item.name in _NOT_FLAGS or (value == getattr(DEFAULTS, item.name) and item.name not in ("host", "port")):
+            continue
+        flag = SERVE_FLAGS.get(item.name)
+        if flag is None:
+            raise ValueError(f"`onnxg serve` has no option for the setting {item.name!r}")
+        for one in value if isinstance(value, list) else [value]:
+            argv += [flag, str(one)]
     return argv + list(extra_args)
+
+
+def with_port(settings: Settings) -> Settings:
+    """``settings`` with a real port: port 0 (any) becomes a port free right now."""
+    return settings if settings.port else replace(settings, port=free_port(settings.host))
 
 
 def spawn(
@@ -280,21 +176,6 @@ def spawn(
         )
 
 
-def new_record(
-    proc: subprocess.Popen[bytes], host: str, port: int, models: Sequence[str], log: Path, origin: str
-) -> Record:
-    return Record(
-        pid=proc.pid,
-        port=port,
-        host=host,
-        models=list(models),
-        started=time.time(),
-        log=str(log),
-        proc_start=procs.proc_start_time(proc.pid),
-        origin=origin,
-    )
-
-
 def log_tail(log: Path | str, lines: int = 15) -> str:
     try:
         text = Path(log).read_text(errors="replace")
@@ -304,42 +185,42 @@ def log_tail(log: Path | str, lines: int = 15) -> str:
 
 
 def start(
-    host: str,
-    port: int,
-    models: Sequence[str],
+    settings: Settings,
     *,
     origin: str,
-    api_key: str | None = None,
     extra_args: Sequence[str] = (),
     reuse: bool = True,
     timeout: float = DEFAULT_START_TIMEOUT_S,
-    extra: Mapping[str, object] | None = None,
     prepare: Callable[[], Sequence[str]] | None = None,
     on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None,
     on_wait: Callable[[float], None] | None = None,
-) -> tuple[Record, subprocess.Popen[bytes] | None]:
-    """Start ``onnxg serve`` in the background on ``host:port`` and wait for /health.
+) -> tuple[records.Record, subprocess.Popen[bytes] | None]:
+    """Start ``onnxg serve`` with ``settings`` in the background and wait for /health.
 
-    ``models`` are normalised refs (``normalize_models``): what the record holds and what a
-    running server is compared with. With ``reuse``, an onnxg server with the same models
-    already there is waited for and returned with ``None`` for the process. Otherwise
-    ``prepare()`` (once a start is decided) gives the models for the command line (default
-    ``models``); the API key goes through the environment (a command line shows in ``ps``);
-    ``extra`` lands in the record; ``on_spawn(proc)`` runs once the child exists.
+    ``settings.models`` are normalised refs (``normalize_models``): what the record holds and
+    what a running server is compared with. With ``reuse``, an onnxg server with the same
+    models already on the port is waited for and returned with ``None`` for the process.
+    Otherwise ``prepare()`` (called once a start is decided, before the spawn) gives the model
+    folders for the child's command line, so the child only loads them; without it the refs
+    go as they are. ``on_spawn(proc)`` runs once the child exists. The record keeps the
+    server's grace period for ``stop``.
 
     Raises PortInUse (another onnxg server, or another program, holds the port) or
     ServerStartError (the child died or did not answer in time; it is stopped, its record removed).
     """
+    host, port = settings.host, settings.port
+    if not port:
+        raise ValueError("start() needs a real port: see with_port()")
     with port_lock(port):
-        record = get_record(port)
-        if record is not None and reuse and same_models(record, models):
+        record = records.get_record(port)
+        if record is not None and reuse and same_models(record, settings.models):
             try:
                 wait_healthy(record.host, port, record.log, lambda: _record_gone(record), timeout=timeout)
             except ServerStartError:
                 pass  # it ended meanwhile: start our own
             else:
                 return record, None
-        record = get_record(port)  # it may have ended while we waited
+        record = records.get_record(port)  # it may have ended while we waited
         if record is not None:
             served = ", ".join(record.models) or "the default models"
             raise PortInUse(
@@ -351,22 +232,23 @@ def start(
                 f"port {port} is already in use by another program",
                 hint="use another port (0 picks a free one), or stop what listens there",
             )
-        argv = serve_command(host, port, list(prepare() if prepare is not None else models), extra_args)
+        folders = list(prepare()) if prepare is not None else list(settings.models)
+        argv = serve_command(replace(settings, models=folders), extra_args)
         env = dict(os.environ)
-        if api_key:
-            env["ONNXG_API_KEY"] = api_key
-        log = log_path(port)
+        if settings.api_key:
+            env["ONNXG_API_KEY"] = settings.api_key
+        log = records.log_path(port)
         proc = spawn(argv, log, env=env)
         if on_spawn is not None:
             on_spawn(proc)
-        record = new_record(proc, host, port, models, log, origin)
-        record.extra.update(extra or {})
-        write_record(record)
+        record = records.new_record(proc, host, port, settings.models, log, origin)
+        record.extra["grace_s"] = settings.grace_period
+        records.write_record(record)
         try:
             wait_healthy(host, port, log, lambda: _exit_message(proc, log), timeout=timeout, on_wait=on_wait)
         except BaseException:
             procs.terminate(proc.pid, 5.0, alive=lambda: proc.poll() is None)
-            remove_record(port)
+            records.remove_record(port)
             raise
     return record, proc
 
@@ -396,7 +278,7 @@ def wait_healthy(
         elapsed = time.monotonic() - start
         if elapsed > timeout:
             raise ServerStartError(
-                f"the server did not answer {base_url(host, port)}/health within {timeout:.0f} s",
+                f"the server did not answer {records.base_url(host, port)}/health within {timeout:.0f} s",
                 hint=f"it is still starting or stuck; see the log: {log}",
             )
         if on_wait is not None:
@@ -413,8 +295,8 @@ def _exit_message(proc: subprocess.Popen[bytes], log: Path) -> str | None:
     return f"the server exited with code {code} before it was ready" + (f": {last}" if last else "")
 
 
-def _record_gone(record: Record) -> str | None:
-    if is_alive(record):
+def _record_gone(record: records.Record) -> str | None:
+    if records.is_alive(record):
         return None
     return f"the onnxg server on port {record.port} (pid {record.pid}) ended before it was ready"
 
@@ -445,7 +327,7 @@ def _last_error_line(tail: str) -> str:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` right now."""
-    target = connect_host(host)
+    target = records.connect_host(host)
     family = socket.AF_INET6 if ":" in target else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((target, 0))

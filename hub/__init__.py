@@ -1,0 +1,1 @@
+"""The Hugging Face hub: references, listings and errors (``download``), and ``onnxg pull`` (``pull``)."""
