@@ -17,10 +17,7 @@ from onnxg.runtime.errors import InvalidRequest
 if TYPE_CHECKING:
     import numpy as np
 
-    from onnxg.runtime.chat import GenaiChatModel
-
-    from onnxg.runtime.contracts import Message
-    from onnxg.runtime.embed import OnnxEmbeddingModel
+    from onnxg.runtime.contracts import ChatModel, EmbeddingModel, Message
 
 _lock = threading.Lock()
 # (kind, folder, load options) -> (the folder's fingerprint when loaded, the model)
@@ -35,18 +32,36 @@ def _resolve(ref: str | Path | None, kind: Literal["chat", "embedding"]) -> Path
     return Path(defaults.default_model(kind))
 
 
-def load_chat(model: str | Path | None = None, **load_options: Any) -> GenaiChatModel:
-    """The chat model for ``model`` (default: the default chat model), loaded once and cached."""
+def load_chat(model: str | Path | ChatModel | None = None, **load_options: Any) -> ChatModel:
+    """The chat model for ``model`` (default: the default chat model), loaded once and cached;
+    a model object (anything with the ``contracts.ChatModel`` shape) is used as it is."""
+    if _is_model(model, "chat"):
+        return model  # type: ignore[return-value]
     from onnxg.runtime.chat import GenaiChatModel
 
-    return _cached("chat", _resolve(model, "chat"), load_options, GenaiChatModel.load)
+    return _cached("chat", _resolve(model, "chat"), load_options, GenaiChatModel.load)  # type: ignore[arg-type]
 
 
-def load_embedding(model: str | Path | None = None, **load_options: Any) -> OnnxEmbeddingModel:
-    """The embedding model for ``model`` (default: the default one), loaded once and cached."""
+def load_embedding(model: str | Path | EmbeddingModel | None = None, **load_options: Any) -> EmbeddingModel:
+    """The embedding model for ``model`` (default: the default one), loaded once and cached;
+    a model object (anything with the ``contracts.EmbeddingModel`` shape) is used as it is."""
+    if _is_model(model, "embedding", "e2e"):
+        return model  # type: ignore[return-value]
     from onnxg.runtime.embed import OnnxEmbeddingModel
 
-    return _cached("embedding", _resolve(model, "embedding"), load_options, OnnxEmbeddingModel.load)
+    return _cached("embedding", _resolve(model, "embedding"), load_options,  # type: ignore[arg-type]
+                   OnnxEmbeddingModel.load)
+
+
+def _is_model(model: object, *kinds: str) -> bool:
+    """Whether ``model`` is a model object rather than a reference to one; the wrong kind is refused."""
+    if model is None or isinstance(model, (str, Path)):
+        return False
+    kind = getattr(model, "kind", None)
+    if kind not in kinds:
+        raise InvalidRequest(f"model must be a name, a folder or a {kinds[0]} model object, not {model!r}",
+                             param="model")
+    return True
 
 
 def _cached(kind: str, path: Path, options: Mapping[str, Any], load: Any) -> Any:
@@ -106,18 +121,18 @@ def _options(options: Mapping[str, Any]) -> Any:
 
 @overload
 def chat(
-    prompt: str | Sequence[Message | Mapping[str, str]], *, model: str | Path | None = ...,
+    prompt: str | Sequence[Message | Mapping[str, str]], *, model: str | Path | ChatModel | None = ...,
     system: str | None = ..., stream: Literal[False] = ..., **options: Any,
 ) -> str: ...
 @overload
 def chat(
-    prompt: str | Sequence[Message | Mapping[str, str]], *, model: str | Path | None = ...,
+    prompt: str | Sequence[Message | Mapping[str, str]], *, model: str | Path | ChatModel | None = ...,
     system: str | None = ..., stream: Literal[True], **options: Any,
 ) -> Iterator[str]: ...
 def chat(
     prompt: str | Sequence[Message | Mapping[str, str]],
     *,
-    model: str | Path | None = None,
+    model: str | Path | ChatModel | None = None,
     system: str | None = None,
     stream: bool = False,
     **options: Any,
@@ -140,7 +155,7 @@ def chat(
     return engine.complete(messages, opts).choices[0].text
 
 
-def _pieces(engine: GenaiChatModel, messages: list[Message], opts: Any) -> Iterator[str]:
+def _pieces(engine: ChatModel, messages: list[Message], opts: Any) -> Iterator[str]:
     from onnxg.runtime.contracts import Chunk
 
     stream = engine.stream(messages, opts)
@@ -155,15 +170,15 @@ def _pieces(engine: GenaiChatModel, messages: list[Message], opts: Any) -> Itera
 
 
 @overload
-def embed(texts: str, *, model: str | Path | None = ..., dimensions: int | None = ...,
+def embed(texts: str, *, model: str | Path | EmbeddingModel | None = ..., dimensions: int | None = ...,
           batch_size: int = ...) -> np.ndarray: ...
 @overload
-def embed(texts: Sequence[str], *, model: str | Path | None = ..., dimensions: int | None = ...,
+def embed(texts: Sequence[str], *, model: str | Path | EmbeddingModel | None = ..., dimensions: int | None = ...,
           batch_size: int = ...) -> np.ndarray: ...
 def embed(
     texts: str | Sequence[str],
     *,
-    model: str | Path | None = None,
+    model: str | Path | EmbeddingModel | None = None,
     dimensions: int | None = None,
     batch_size: int = 32,
 ) -> np.ndarray:
@@ -176,7 +191,7 @@ def embed(
     from onnxg.runtime import pooling
 
     single = isinstance(texts, str)
-    items = [texts] if single else list(texts)
+    items = [texts] if single else list(texts) if isinstance(texts, Sequence) else []
     if not items or not all(isinstance(t, str) for t in items):
         raise InvalidRequest("texts must be a string or a non-empty list of strings", param="input")
     embedder = load_embedding(model)
