@@ -190,6 +190,35 @@ def stream_events(
     return events, done
 
 
+def check_framing(events: list[dict[str, Any]], n: int, include_usage: bool) -> dict[int, str]:
+    """All the SSE framing rules; returns each choice's text."""
+    assert len({e["id"] for e in events}) == 1
+    assert {e["object"] for e in events} == {"chat.completion.chunk"}
+    texts: dict[int, str] = {}
+    finishes: dict[int, int] = {}
+    for event in events:
+        for choice in event["choices"]:
+            index = choice["index"]
+            if index not in texts:
+                assert choice["delta"].get("role") == "assistant", "the first delta of a choice carries the role"
+                texts[index] = ""
+            else:
+                assert "role" not in choice["delta"]
+            texts[index] += choice["delta"].get("content") or ""
+            if choice["finish_reason"] is not None:
+                assert choice["finish_reason"] in ("stop", "length")
+                finishes[index] = finishes.get(index, 0) + 1
+    assert sorted(texts) == list(range(n))
+    assert finishes == {i: 1 for i in range(n)}, "exactly one finish_reason per choice"
+    if include_usage:
+        last = events[-1]
+        assert last["choices"] == [] and last["usage"]["total_tokens"] > 0
+        assert all("usage" not in e or e["usage"] is None for e in events[:-1])
+    else:
+        assert all("usage" not in e for e in events)
+    return texts
+
+
 def error_of(response: httpx.Response) -> dict[str, Any]:
     """The OpenAI error object of a response, checking its shape."""
     body = response.json()

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from fakes import SCRIPT, FakeChatModel, FakeEmbeddingModel, words
-from serverkit import AppServer, error_of, openai_client, sse_lines, stream_events
+from serverkit import AppServer, check_framing, error_of, openai_client, sse_lines, stream_events
 
 USER = [{"role": "user", "content": "Hi"}]
 KEY = "sk-fast-5b1e"
@@ -117,37 +117,16 @@ def test_max_tokens_ends_with_length(client: Any) -> None:
         assert answer.usage.completion_tokens == 3
 
 
-def _framing(events: list[dict[str, Any]], n: int) -> dict[int, str]:
-    assert len({e["id"] for e in events}) == 1
-    assert {e["object"] for e in events} == {"chat.completion.chunk"}
-    texts: dict[int, str] = {}
-    finishes: dict[int, int] = {}
-    for event in events:
-        for choice in event["choices"]:
-            index = choice["index"]
-            if index not in texts:
-                assert choice["delta"].get("role") == "assistant"
-                texts[index] = ""
-            else:
-                assert "role" not in choice["delta"]
-            texts[index] += choice["delta"].get("content") or ""
-            if choice["finish_reason"] is not None:
-                finishes[index] = finishes.get(index, 0) + 1
-    assert finishes == {i: 1 for i in range(n)}, "exactly one finish_reason per choice"
-    return texts
-
-
 def test_stream_framing_and_usage(http: httpx.Client) -> None:
     body = {"model": "fake-chat", "messages": USER, "stream": True, "temperature": 0}
     events, done = stream_events(http, "/v1/chat/completions", body)
-    assert done and _framing(events, 1) == {0: SCRIPT}
-    assert all("usage" not in e for e in events)
+    assert done and check_framing(events, 1, include_usage=False) == {0: SCRIPT}
     body |= {"n": 3, "temperature": 1.0, "seed": 5, "stream_options": {"include_usage": True}}
     events, done = stream_events(http, "/v1/chat/completions", body)
     assert done
-    texts = _framing(events[:-1], 3)
+    texts = check_framing(events, 3, include_usage=True)
     assert all(sorted(words(t)) == sorted(words(SCRIPT)) for t in texts.values())
-    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 3 * len(words(SCRIPT))
+    assert events[-1]["usage"]["completion_tokens"] == 3 * len(words(SCRIPT))
 
 
 def test_stream_matches_non_stream_through_the_sdk(client: Any) -> None:

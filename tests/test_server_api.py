@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serverkit import ServerProcess, error_of, openai_client, stream_events
+from serverkit import ServerProcess, check_framing, error_of, openai_client, stream_events
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -98,44 +98,15 @@ def test_chat_non_stream(client: Any, http: httpx.Client, chat_id: str) -> None:
     assert raw.json()["choices"][0]["message"]["refusal"] is None
 
 
-def _check_framing(events: list[dict[str, Any]], n: int, include_usage: bool) -> dict[int, str]:
-    """All the SSE framing rules; returns each choice's text."""
-    assert len({e["id"] for e in events}) == 1
-    assert {e["object"] for e in events} == {"chat.completion.chunk"}
-    texts: dict[int, str] = {}
-    finishes: dict[int, int] = {}
-    for event in events:
-        for choice in event["choices"]:
-            index = choice["index"]
-            if index not in texts:
-                assert choice["delta"].get("role") == "assistant", "the first delta of a choice carries the role"
-                texts[index] = ""
-            else:
-                assert "role" not in choice["delta"]
-            texts[index] += choice["delta"].get("content") or ""
-            if choice["finish_reason"] is not None:
-                assert choice["finish_reason"] in ("stop", "length")
-                finishes[index] = finishes.get(index, 0) + 1
-    assert sorted(texts) == list(range(n))
-    assert finishes == {i: 1 for i in range(n)}, "exactly one finish_reason per choice"
-    if include_usage:
-        last = events[-1]
-        assert last["choices"] == [] and last["usage"]["total_tokens"] > 0
-        assert all("usage" not in e or e["usage"] is None for e in events[:-1])
-    else:
-        assert all("usage" not in e for e in events)
-    return texts
-
-
 def test_chat_stream_framing(http: httpx.Client, chat_id: str) -> None:
     body = {"model": chat_id, "messages": USER, "max_tokens": 6, "stream": True, "temperature": 0}
     events, done = stream_events(http, "/v1/chat/completions", body)
     assert done
-    _check_framing(events, 1, include_usage=False)
+    check_framing(events, 1, include_usage=False)
     body |= {"n": 2, "temperature": 1.0, "seed": 3, "stream_options": {"include_usage": True}}
     events, done = stream_events(http, "/v1/chat/completions", body)
     assert done
-    _check_framing(events, 2, include_usage=True)
+    check_framing(events, 2, include_usage=True)
     usage = events[-1]["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["completion_tokens"] <= 12

@@ -1,12 +1,13 @@
-"""Every error of `onnxg serve` is OpenAI's error JSON with the right status, code and param;
-the API key, CORS and the concurrency limit; no 5xx under OpenAI's own schema."""
+"""Errors of a real `onnxg serve` process on real models: the API key and CORS given on the
+command line, the real tokenizer's context length, start-up errors, no 5xx under OpenAI's own
+schema. The HTTP layer's validation, 404s, 413 and the concurrency limit are tested on fake
+models in test_fast_server.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from litestar.response import Stream
 
-from serverkit import ServerProcess, error_of, free_port, onnxg_command, openai_client, openai_subset, sse_lines
+from serverkit import ServerProcess, error_of, free_port, onnxg_command, openai_client, openai_subset
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -92,79 +93,6 @@ def test_cors_only_for_given_origins(server: ServerProcess) -> None:
 # ---------------------------------------------------------------- bad requests
 
 
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens"),
-        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
-        ({"messages": []}, "messages"),
-        ({}, "messages"),
-        ({"messages": USER, "temperature": 7}, "temperature"),
-        ({"messages": USER, "top_p": -1}, "top_p"),
-        ({"messages": USER, "n": 0}, "n"),
-        ({"messages": USER, "top_logprobs": 50, "logprobs": True}, "top_logprobs"),
-        ({"messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        (
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-            "messages[0].content[0].type",
-        ),
-    ],
-)
-def test_chat_validation_names_the_param(http: httpx.Client, chat_id: str, body: dict[str, Any], param: str) -> None:
-    answer = http.post("/v1/chat/completions", json={"model": chat_id, **body})
-    assert answer.status_code == 400, answer.text
-    error = error_of(answer)
-    assert error["type"] == "invalid_request_error"
-    assert error["param"] == param, error
-
-
-def test_invalid_json_and_wrong_body(http: httpx.Client) -> None:
-    for content in (b"{not json", b"", b"[1, 2]", b'{"model": "x", "messages": ', "é".encode("latin-1")):
-        answer = http.post("/v1/chat/completions", content=content, headers={"Content-Type": "application/json"})
-        assert answer.status_code == 400, (content, answer.text)
-        error_of(answer)
-
-
-def test_unknown_route_and_method(http: httpx.Client, server: ServerProcess) -> None:
-    for path in ("/v1/nope", "/v2/chat/completions", "/"):
-        answer = http.get(path)
-        assert answer.status_code == 404, path
-        assert error_of(answer)["type"] == "invalid_request_error"
-    wrong = http.delete("/v1/chat/completions")
-    assert wrong.status_code == 405
-    error_of(wrong)
-    assert http.get("/v1/embeddings").status_code == 405
-
-
-def test_unknown_model_and_paths(http: httpx.Client, chat_id: str, embed_id: str) -> None:
-    for model in ("no-such-model", "../../etc/passwd", "/etc/passwd", "..", str(Path.home())):
-        answer = http.post("/v1/chat/completions", json={"model": model, "messages": USER})
-        assert answer.status_code == 404, model
-        error = error_of(answer)
-        assert error["code"] == "model_not_found" and error["param"] == "model"
-        embed = http.post("/v1/embeddings", json={"model": model, "input": "x"})
-        assert embed.status_code == 404 and error_of(embed)["code"] == "model_not_found"
-    for path in ("/v1/models/no-such", "/v1/models/..%2F..%2Fetc%2Fpasswd", "/v1/models/%2Fetc%2Fpasswd"):
-        answer = http.get(path)
-        assert answer.status_code == 404, path
-        assert error_of(answer)["code"] == "model_not_found"
-    wrong_kind = http.post("/v1/embeddings", json={"model": chat_id, "input": "x"})
-    assert wrong_kind.status_code == 400 and error_of(wrong_kind)["param"] == "model"
-    wrong_kind = http.post("/v1/chat/completions", json={"model": embed_id, "messages": USER})
-    assert wrong_kind.status_code == 400 and error_of(wrong_kind)["param"] == "model"
-
-
-def test_embedding_input_errors(http: httpx.Client, embed_id: str) -> None:
-    for value in ([], "", [""], [1, "a"], [[1], "a"], [[]], {"a": 1}, None, [True], [-1]):
-        answer = http.post("/v1/embeddings", json={"model": embed_id, "input": value})
-        assert answer.status_code == 400, (value, answer.text)
-        assert error_of(answer)["param"] == "input"
-    answer = http.post("/v1/embeddings", json={"model": embed_id, "input": "x", "encoding_format": "hex"})
-    assert answer.status_code == 400 and error_of(answer)["param"] == "encoding_format"
-
-
 def test_context_length_exceeded(http: httpx.Client, chat_id: str, embed_id: str) -> None:
     long = "hello " * 50_000
     for stream in (False, True):
@@ -174,18 +102,6 @@ def test_context_length_exceeded(http: httpx.Client, chat_id: str, embed_id: str
         )
         assert answer.status_code == 400, answer.text[:500]
         assert error_of(answer)["code"] == "context_length_exceeded"
-
-
-def test_oversized_body(server: ServerProcess) -> None:
-    body = b'{"model": "x", "input": "' + b"a" * (17 * 1024 * 1024) + b'"}'
-    answer = httpx.post(
-        f"{server.base_url}/embeddings",
-        content=body,
-        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
-        timeout=60,
-    )
-    assert answer.status_code == 413
-    assert error_of(answer)["code"] == "request_too_large"
 
 
 def test_internal_error_is_openai_json_without_traceback() -> None:
@@ -204,47 +120,6 @@ def test_internal_error_is_openai_json_without_traceback() -> None:
     assert answer.status_code == 500
     error = answer.json()["error"]
     assert error["type"] == "server_error" and "0xdeadbeef" not in answer.text and "Traceback" not in answer.text
-
-
-# ---------------------------------------------------------------- concurrency limit
-
-
-def test_over_the_concurrency_limit(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    chat_id = tiny_chat_model.name
-    with ServerProcess(
-        ["--model", str(tiny_chat_model), "--max-concurrency", "1"], tmp_path_factory.mktemp("serve-limit")
-    ) as srv:
-        started = threading.Event()
-        finished: list[bool] = []
-
-        def long_stream() -> None:
-            body = {"model": chat_id, "messages": USER, "max_tokens": 200, "stream": True}
-            with httpx.stream("POST", f"{srv.base_url}/chat/completions", json=body, timeout=120) as response:
-                lines = sse_lines(response)
-                next(lines)
-                started.set()
-                finished.append(list(lines)[-1] == "[DONE]")
-
-        worker = threading.Thread(target=long_stream)
-        worker.start()
-        assert started.wait(60)
-        busy = httpx.post(
-            f"{srv.base_url}/chat/completions", json={"model": chat_id, "messages": USER, "max_tokens": 1}
-        )
-        assert busy.status_code == 429
-        assert error_of(busy)["code"] == "rate_limit_exceeded"
-        assert busy.headers["retry-after"] == "1"
-        worker.join(120)
-        assert finished == [True]
-        deadline = time.monotonic() + 10
-        while True:  # the slot is freed once the stream's body is done
-            again = httpx.post(
-                f"{srv.base_url}/chat/completions", json={"model": chat_id, "messages": USER, "max_tokens": 1}
-            )
-            if again.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert again.status_code == 200
 
 
 # ---------------------------------------------------------------- OpenAI's schema
