@@ -66,9 +66,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_HEAVY_BEFORE] = {m for m in HEAVY_MODULES if m in sys.modules}
 
 
-def pytest_runtest_teardown(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> object:
+    """After the test's own teardown: a fast-tier test that imported torch & co. fails."""
+    result = yield
     cache.refused_by = None
     if item.get_closest_marker("model") is None:
         leaked = [m for m in HEAVY_MODULES if m in sys.modules and m not in item.stash.get(_HEAVY_BEFORE, set())]
         if leaked:
             pytest.fail(f"{item.nodeid} imported {', '.join(leaked)}: mark it @pytest.mark.model", pytrace=False)
+    return result
