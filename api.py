@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
     from onnxg.runtime.chat import GenaiChatModel
 
-    from onnxg.runtime.contracts import Message
-    from onnxg.runtime.embed import OnnxEmbeddingModel
+    from onnxg.runtime.contracts import EmbeddingModel, Message
 
 _lock = threading.Lock()
 _models: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Any] = {}
@@ -42,11 +41,11 @@ def load_chat(model: str | Path | None = None, **load_options: Any) -> GenaiChat
     return _cached("chat", _resolve(model, "chat"), load_options, GenaiChatModel.load)
 
 
-def load_embedding(model: str | Path | None = None, **load_options: Any) -> OnnxEmbeddingModel:
+def load_embedding(model: str | Path | None = None, **load_options: Any) -> EmbeddingModel:
     """The embedding model for ``model`` (default: the default one), loaded once and cached."""
-    from onnxg.runtime.embed import OnnxEmbeddingModel
+    from onnxg.runtime import loading
 
-    return _cached("embedding", _resolve(model, "embedding"), load_options, OnnxEmbeddingModel.load)
+    return _cached("embedding", _resolve(model, "embedding"), load_options, loading.load_embedding)
 
 
 def _cached(kind: str, path: Path, options: Mapping[str, Any], load: Any) -> Any:

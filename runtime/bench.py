@@ -353,10 +353,10 @@ def _bench_embed(
 
         load_seconds = None
     else:
-        from onnxg.runtime.embed import OnnxEmbeddingModel
+        from onnxg.runtime.loading import load_embedding
 
         start = time.perf_counter()
-        model = OnnxEmbeddingModel.load(str(ref), threads=threads)
+        model = load_embedding(str(ref), threads=threads)
         load_seconds = time.perf_counter() - start
         name = model.name
 
@@ -391,6 +391,6 @@ def _bench_embed(
 
 def kind_of(ref: str) -> str:
     """'chat' or 'embedding' (what `bench_embed` measures) for a local model reference."""
-    from onnxg.runtime import store
+    from onnxg.runtime import layout, store
 
-    return "chat" if store.kind(store.resolve(ref)) == "chat" else "embedding"
+    return "chat" if layout.inspect(store.resolve(ref)).kind == "chat" else "embedding"
