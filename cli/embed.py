@@ -141,11 +141,9 @@ def _jsonl(index: int, text: str, vector: Any) -> str:
 def _load_model(model: str | None, threads: int | None, pooling: str | None, normalize: bool | None,
                 max_length: int | None, truncate: bool) -> Any:
     from onnxg.convert import defaults
-    from onnxg.runtime import layout, loading
+    from onnxg.runtime import loading
 
     path = defaults.resolve(model, step) if model is not None else defaults.default_model("embedding", step)
-    if layout.inspect(path).kind == "chat":
-        raise InvalidRequest(f"{path.name} is a chat model; onnxg embed needs an embedding model", param="model")
     return loading.load_embedding(path, threads=threads, pooling=pooling, normalize=normalize,
                                   max_length=max_length, truncate=truncate)
 

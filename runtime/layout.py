@@ -204,7 +204,7 @@ def inspect(folder: Path) -> Layout:
         decoder = _genai_decoder(folder)
         if decoder is not None and not decoder.is_file():
             return Layout(folder, "chat", decoder, tokenizer=tokenizer, issues=(Issue(
-                "model files", f"missing {decoder.relative_to(folder).as_posix()} (named in {GENAI_CONFIG})",
+                "model files", f"missing {_relative(decoder, folder)} (named in {GENAI_CONFIG})",
                 "the folder is incomplete: copy the missing files, or convert it again with `onnxg convert SOURCE`"),))
         io = _try_read(decoder) if decoder is not None else None
         return Layout(folder, "chat", decoder, *(io or ((), ())), tokenizer=tokenizer)
@@ -219,13 +219,13 @@ def inspect(folder: Path) -> Layout:
     inputs, outputs = tuple(info.inputs), tuple(info.outputs)
     kind = _graph_kind(folder, inputs)
     if graph is None:
-        names = ", ".join(p.relative_to(folder).as_posix() for p in candidates)
+        names = ", ".join(_relative(p, folder) for p in candidates)
         return Layout(folder, kind, None, inputs, outputs, tokenizer, issues=(Issue(
             "model file", f"several ONNX files and no model.onnx ({names})",
             "name the one to use model.onnx (one model per folder)"),))
     if kind == "chat":
         return Layout(folder, kind, graph, inputs, outputs, tokenizer, issues=(Issue(
-            GENAI_CONFIG, f"missing (the folder holds {graph.relative_to(folder).as_posix()})",
+            GENAI_CONFIG, f"missing (the folder holds {_relative(graph, folder)})",
             "onnxruntime-genai needs genai_config.json next to the model: the builder writes it, so "
             "convert it again with `onnxg convert SOURCE`, or copy it from where the model came from"),))
     if kind == "embedding":
@@ -237,11 +237,19 @@ def inspect(folder: Path) -> Layout:
                       issues=(Issue(META_FILE, exc.message, exc.hint),))
     if kind == "e2e":
         return _e2e(folder, graph, inputs, outputs, tokenizer, meta)
-    wanted = meta.get("embedding_output") or ((meta.get("outputs") or [{}])[0] or {}).get("name")
+    first = (meta.get("outputs") or [{}])[0]
+    wanted = meta.get("embedding_output") or (first.get("name") if isinstance(first, dict) else None)
     issues = () if wanted in {o.name for o in outputs} else (Issue(
         "outputs", f"{META_FILE} names output {wanted!r}, which the graph lacks ({describe_io(outputs)})",
         f"{META_FILE} names output {wanted!r}, which the graph lacks: convert again"),)
     return Layout(folder, kind, graph, inputs, outputs, tokenizer, output=wanted, meta=meta, issues=issues)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _try_read(path: Path) -> tuple[tuple[ValueInfo, ...], tuple[ValueInfo, ...]] | None:

@@ -39,7 +39,7 @@ def load_embedding(ref: str | Path, *, threads: int | None = None, pooling: str 
                "truncate": truncate}
     if kind == "chat":
         raise InvalidRequest(f"{folder.name} is a chat model, not an embedding model",
-                             hint="pass an embedding model", param="model")
+                             hint="pass an embedding model (`onnxg models` lists their kinds)", param="model")
     if kind == "e2e":
         from onnxg.runtime.e2e import E2EModel
 

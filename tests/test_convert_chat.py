@@ -278,7 +278,7 @@ def test_recipe_options_yield_to_the_user() -> None:
     from onnxg.convert.pipeline import recipe_options
 
     chat = next(r for r in _recipes() if r.task == "chat" and r.status == "ok")
-    task, precision, ep, extra, _ = recipe_options(chat, "auto", None, "cpu", {"block_size": "64"}, False)
+    task, precision, ep, extra, _ = recipe_options(chat, None, None, "cpu", {"block_size": "64"}, False)
     assert (task, precision, ep) == ("chat", chat.precision, chat.ep)
     assert extra == {**chat.builder_options, "block_size": "64"}
     task, precision, ep, _, _ = recipe_options(chat, "chat", "int8", "cuda", None, False)
