@@ -78,7 +78,7 @@ def test_tiny_int8_through_the_pipeline(tiny_embed_source: Path, tmp_path: Path)
     ops = _op_types(out / "model.onnx")
     assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "QAttention"}, ops
     manifest = json.loads((out / "onnxg.json").read_text())
-    assert manifest["precision"] == "int8"
+    assert manifest["precision"] == "int8" and manifest["kind"] == "embedding"
     fp32_size = sum(p.stat().st_size for p in tiny_embed_source.glob("*.safetensors"))
     assert (out / "model.onnx").stat().st_size < fp32_size
     ours = OnnxEmbeddingModel.load(out).embed(SENTENCES).vectors
