@@ -16,14 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from onnxg.convert.check import check
 from onnxg.runtime import layout, loading, store
 from onnxg.runtime.errors import ModelLoadError, OnnxgError
-
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper  # noqa: E402
 
 VOCAB = ["[PAD]", "[UNK]", "hello", "world", "the", "cat", "sat", "paris"]
 DIM = 4
