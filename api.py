@@ -47,10 +47,9 @@ def load_embedding(model: str | Path | EmbeddingModel | None = None, **load_opti
     a model object (anything with the ``contracts.EmbeddingModel`` shape) is used as it is."""
     if _is_model(model, "embedding", "e2e"):
         return model  # type: ignore[return-value]
-    from onnxg.runtime.embed import OnnxEmbeddingModel
+    from onnxg.runtime import loading
 
-    return _cached("embedding", _resolve(model, "embedding"), load_options,  # type: ignore[arg-type]
-                   OnnxEmbeddingModel.load)
+    return _cached("embedding", _resolve(model, "embedding"), load_options, loading.load_embedding)
 
 
 def _is_model(model: object, *kinds: str) -> bool:

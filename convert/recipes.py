@@ -20,9 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from onnxg.runtime import layout
 from onnxg.runtime.errors import OnnxgError
 
-TASKS = ("chat", "embed", "e2e")
+TASKS = tuple(layout.KIND_WORDS)  # a recipe's ``task``: a kind, or an older word for one
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
 EPS = ("cpu", "cuda", "dml", "webgpu")
 STATUSES = ("ok", "incompatible")
@@ -149,7 +150,7 @@ def parse(data: dict[str, Any], *, name: str, origin: str, path: Path | None = N
         if not data[key].strip():
             raise _fail(origin, f"{key} must not be empty")
 
-    task = _choice(origin, "task", data["task"], TASKS)
+    task = layout.KIND_WORDS[_choice(origin, "task", data["task"], TASKS)]
     precision = _choice(origin, "precision", data.get("precision", "int4" if task == "chat" else "fp32"), PRECISIONS)
     ep = _choice(origin, "ep", data.get("ep", "cpu"), EPS)
     status = _choice(origin, "status", data.get("status", "ok"), STATUSES)
@@ -237,7 +238,7 @@ def _all() -> tuple[Recipe, ...]:
 
 def load_all() -> list[Recipe]:
     """Every recipe shipped with onnxg (chat models first, then embeddings, by name)."""
-    order = {task: i for i, task in enumerate(TASKS)}
+    order = {kind: i for i, kind in enumerate(layout.KINDS)}
     return sorted(_all(), key=lambda r: (order[r.task], r.name))
 
 

@@ -41,7 +41,7 @@ from onnxg.hub.download import (
     parse_ref,
     select_files,
 )
-from onnxg.runtime import home, store
+from onnxg.runtime import home, layout, store
 from onnxg.runtime.errors import InvalidRequest, ModelNotFound, OnnxgError
 
 _CHUNK = 1 << 20
@@ -391,8 +391,7 @@ def _record(folder: Path, pref: PullRef, commit: str, known: dict[str, dict[str,
         "method": "pull",
         "files": [{"path": rel, **entry} for rel, entry in entries.items()],
     }
-    found = store.kind(folder)
-    manifest["task"] = "embed" if found == "embedding" else found
+    manifest["kind"] = layout.inspect(folder).kind
     manifest["precision"] = store.precision_of(folder, manifest)
     manifest["ep"] = store.ep_of(folder, manifest)
     store.write_manifest(folder, manifest)

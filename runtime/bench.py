@@ -183,10 +183,10 @@ class LocalEmbedding:
     target = "in-process"
 
     def __init__(self, ref: str, threads: int | None = None) -> None:
-        from onnxg.runtime.embed import OnnxEmbeddingModel
+        from onnxg.runtime.loading import load_embedding
 
         start = time.perf_counter()
-        self.model = OnnxEmbeddingModel.load(ref, threads=threads)
+        self.model = load_embedding(ref, threads=threads)
         self.load_seconds: float | None = time.perf_counter() - start
         self.name = self.model.name
 
@@ -315,6 +315,6 @@ def bench_embed(
 
 def kind_of(ref: str) -> str:
     """'chat' or 'embedding' (what `bench_embed` measures) for a local model reference."""
-    from onnxg.runtime import store
+    from onnxg.runtime import layout, store
 
-    return "chat" if store.kind(store.resolve(ref)) == "chat" else "embedding"
+    return "chat" if layout.inspect(store.resolve(ref)).kind == "chat" else "embedding"

@@ -27,7 +27,7 @@ from onnxg.runtime.options import GenerationOptions
 from onnxg.runtime.sampling import Sampler
 from onnxg.runtime.template import Template, load_template
 from onnxg.runtime.textstream import THINK_OPEN, Detokenizer, ReasoningSplitter, StopMatcher
-from onnxg.runtime.tokens import ChatTokenizer
+from onnxg.runtime.chat_tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
 

@@ -10,36 +10,29 @@ Tokens are inside the graph and invisible from here, so lengths are counted in
 whitespace-separated words: ``max_length`` caps the words fed in (truncated by default, or
 ``ContextLengthExceeded`` with ``truncate=False``) and ``token_counts`` reports words used.
 
-It has the ``OnnxEmbeddingModel`` methods of docs/runtime-api.md; ``OnnxEmbeddingModel.load``
-returns one of these for a folder whose graph takes strings.
+It has the ``OnnxEmbeddingModel`` methods of docs/runtime-api.md; ``runtime/loading.py``
+loads one of these for a folder whose graph takes strings (``layout.inspect``'s ``e2e``), and
+the layout names its graph, text input and embedding output.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
 import sys
 import types
 from pathlib import Path
 from typing import Any, ClassVar
 
-from onnxg.runtime import graphinfo, store
+from onnxg.runtime import layout, store
 from onnxg.runtime.contracts import EmbeddingResult
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError, short_message
 from onnxg.runtime.layout import Kind
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
-META_FILE = "model_io.json"
 DEFAULT_MAX_WORDS = 2048
-
-
-def has_string_inputs(model_path: Path) -> bool:
-    """Whether the ONNX graph takes strings (read from the file header, nothing loaded)."""
-    return graphinfo.has_string_inputs(Path(model_path))
 
 
 def extensions() -> Any:
@@ -104,17 +97,6 @@ def open_session(model_path: Path, threads: int | None = None) -> Any:
                              hint=f"run `onnxg check {model_path.parent}` to see what is missing") from None
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
-    path = folder / META_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON: {exc}", hint="reconvert the model") from None
-    return data if isinstance(data, dict) else {}
-
-
 def _words(text: str) -> list[str]:
     return text.split()
 
@@ -144,22 +126,23 @@ class E2EModel:
              normalize: bool | None = None, max_length: int | None = None,
              truncate: bool = True) -> E2EModel:
         folder = store.resolve(ref)
-        model_path = folder / MODEL_FILE
-        if not model_path.is_file():
-            raise ModelLoadError(f"{folder} has no {MODEL_FILE}", hint="pass a folder made by `onnxg convert`")
+        found = layout.inspect(folder)
+        if found.require() != "e2e":
+            raise ModelLoadError(f"{folder.name} takes no string input: not an end-to-end model",
+                                 hint="load it with onnxg.runtime.loading.load_model")
+        assert found.graph is not None and found.text_input is not None and found.output is not None
         if pooling not in (None, "", "model"):
             raise InvalidRequest(f"pooling {pooling!r} does not apply to an end-to-end model",
                                  hint="its graph pools by itself; leave --pooling unset", param="pooling")
         if max_length is not None and max_length < 1:
             raise InvalidRequest("max_length must be at least 1", param="max_length")
-        meta = _read_meta(folder)
-        session = open_session(model_path, threads)
-        text_input, rank = _pick_input(session, meta, model_path)
-        output = _pick_output(session, meta, model_path)
-        model = cls(folder, session, text_input, output,
+        meta = found.meta
+        session = open_session(found.graph, threads)
+        text = next(i for i in found.inputs if i.name == found.text_input)
+        model = cls(folder, session, found.text_input, found.output,
                     normalize=bool(normalize if normalize is not None else meta.get("normalize", False)),
                     max_length=int(max_length or meta.get("max_length") or DEFAULT_MAX_WORDS),
-                    truncate=truncate, rank=rank)
+                    truncate=truncate, rank=len(text.shape) if text.shape is not None else 1)
         dims = meta.get("dimensions")
         model.dimensions = int(dims) if isinstance(dims, int) and dims > 0 else model._probe_dimensions()
         return model
@@ -182,7 +165,7 @@ class E2EModel:
         out = np.asarray(out, dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != len(texts):
             raise ModelLoadError(f"{self.name}'s output {self._output} has shape {list(out.shape)}, not [batch, dim]",
-                                 hint=f"name the embedding output in {META_FILE}")
+                                 hint=f"name the embedding output in {layout.META_FILE}")
         return out
 
     def _prepare(self, text: str) -> tuple[str, int]:
@@ -227,40 +210,3 @@ class E2EModel:
 
     def close(self) -> None:
         """Nothing to free early: the session goes with the object."""
-
-
-def _pick_input(session: Any, meta: dict[str, Any], model_path: Path) -> tuple[str, int]:
-    inputs = session.get_inputs()
-    strings = [i for i in inputs if i.type == "tensor(string)"]
-    if not strings:
-        raise ModelLoadError(f"{model_path} takes no string input: not an end-to-end model",
-                             hint="load it as an embedding model with its tokenizer")
-    wanted = meta.get("text_input") or strings[0].name
-    chosen = next((i for i in strings if i.name == wanted), None)
-    if chosen is None:
-        raise ModelLoadError(f"{META_FILE} names the text input {wanted!r}, which the graph lacks",
-                             hint="reconvert the model")
-    others = [i.name for i in inputs if i.name != chosen.name]
-    if others:
-        raise ModelLoadError(f"{model_path.name} needs inputs besides the text: {', '.join(others)}",
-                             hint="onnxg serves end-to-end models with one string input")
-    rank = len(chosen.shape) if isinstance(chosen.shape, list) else 1
-    if rank not in (1, 2):
-        raise ModelLoadError(f"the text input {chosen.name} has rank {rank}", hint="expected [batch] or [batch, 1]")
-    return chosen.name, rank
-
-
-def _pick_output(session: Any, meta: dict[str, Any], model_path: Path) -> str:
-    outputs = session.get_outputs()
-    wanted = meta.get("embedding_output")
-    if wanted:
-        if wanted not in {o.name for o in outputs}:
-            raise ModelLoadError(f"{META_FILE} names the output {wanted!r}, which the graph lacks",
-                                 hint="reconvert the model")
-        return str(wanted)
-    floats = [o for o in outputs if o.type in ("tensor(float)", "tensor(double)", "tensor(float16)")
-              and (not isinstance(o.shape, list) or len(o.shape) == 2)]
-    if not floats:
-        raise ModelLoadError(f"{model_path.name} has no [batch, dim] float output",
-                             hint=f"name the embedding output in {META_FILE}")
-    return floats[0].name

@@ -4,8 +4,9 @@ A model folder holds ``model.onnx`` (fp32 or quantized, external data allowed), 
 tokenizer (``tokenizer.json`` or a SentencePiece ``tokenizer.model``) and, usually,
 sentence-transformers metadata saying how to pool. Inputs are tokenized together, sorted
 by length and cut into batches so that each batch pads as little as possible; the vectors
-come back in input order. Folders whose graph takes strings (end-to-end models) are
-handed to ``onnxg.runtime.e2e``.
+come back in input order. Which file is the graph, which output it reads and where the
+tokenizer is are ``runtime/layout.py``'s to say; ``runtime/loading.py`` picks this runtime
+or the end-to-end one (``runtime/e2e.py``) by the folder's kind.
 """
 
 from __future__ import annotations
@@ -16,16 +17,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from onnxg.runtime import graphinfo, store
+from onnxg.runtime import embed_tokenizer, layout, store
 from onnxg.runtime import pooling as pool_lib
-from onnxg.runtime import tokenizer as tokenizers
 from onnxg.runtime.contracts import EmbeddingResult
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
 from onnxg.runtime.layout import Kind
-
-TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings", "hidden_states", "encoder_last_hidden_state")
-POOLED_OUTPUTS = ("sentence_embedding", "sentence_embeddings", "embeddings", "text_embeds")
-KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 DEFAULT_MAX_LENGTH = 512
 # models whose position table starts after the padding index (fairseq heritage)
 _POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "bart", "mbart")
@@ -33,20 +29,6 @@ _POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "
 # kernel takes 2-4x the time of the Add + LayerNormalization it replaces (measured with
 # ONNX Runtime 1.32 on AVX2; see convert/workers/optimum_export.py).
 CPU_DISABLED_FUSIONS = ["SkipLayerNormFusion"]
-
-
-def find_onnx(folder: Path) -> Path:
-    """The model's ONNX file: ``model.onnx``, ``onnx/model.onnx``, or the only ``*.onnx``."""
-    for candidate in (folder / "model.onnx", folder / "onnx" / "model.onnx"):
-        if candidate.is_file():
-            return candidate
-    found = sorted(folder.glob("*.onnx"))
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise ModelLoadError(f"{folder} holds several ONNX files ({', '.join(p.name for p in found)})",
-                             hint="name the one to use model.onnx")
-    raise ModelLoadError(f"no model.onnx in {folder}", hint="convert a model with `onnxg convert`")
 
 
 def _json(path: Path) -> dict:
@@ -88,7 +70,7 @@ class OnnxEmbeddingModel:
 
     kind: ClassVar[Kind] = "embedding"
 
-    def __init__(self, path: Path, session: Any, tok: tokenizers.Tokenizer, *, output: str, token_states: bool,
+    def __init__(self, path: Path, session: Any, tok: embed_tokenizer.Tokenizer, *, output: str, token_states: bool,
                  modes: tuple[str, ...], normalize: bool, truncate: bool, dimensions: int | None,
                  fixed_batch: int | None, fixed_length: int | None) -> None:
         self.path = path
@@ -113,23 +95,20 @@ class OnnxEmbeddingModel:
 
     @classmethod
     def load(cls, ref: str | Path, *, threads: int | None = None, pooling: str | None = None,
-             normalize: bool | None = None, max_length: int | None = None, truncate: bool = True) -> Any:
-        """Load a model folder (a path or a store name); E2E string-input models too."""
+             normalize: bool | None = None, max_length: int | None = None,
+             truncate: bool = True) -> OnnxEmbeddingModel:
+        """Load an embedding folder (a path or a store name) whose graph takes token ids."""
         path = store.resolve(ref)
-        onnx_path = find_onnx(path)
-        io = graphinfo.read(onnx_path)
-        if io.has_string_inputs:
-            try:
-                from onnxg.runtime.e2e import E2EModel
-            except ImportError:
-                raise ModelLoadError(f"{path.name} is an end-to-end model (string inputs) and this onnxg "
-                                     "has no end-to-end runtime") from None
-            return E2EModel.load(path, threads=threads, pooling=pooling, normalize=normalize,
-                                 max_length=max_length, truncate=truncate)
+        found = layout.inspect(path)
+        if found.require() != "embedding":
+            raise ModelLoadError(f"{path.name} is not an embedding graph over token ids but a {found.kind} model",
+                                 hint="load it with onnxg.runtime.loading.load_model")
+        assert found.graph is not None and found.tokenizer is not None
         if threads is not None and threads < 1:
             raise InvalidRequest("threads must be at least 1", param="threads")
         config = pool_lib.read_config(path)
-        output, token_states = _choose_output(io, pooling is not None, onnx_path)
+        output, token_states = layout.choose_output(found.outputs, prefer_tokens=pooling is not None) or (None, False)
+        assert output is not None  # the layout has an "outputs" issue otherwise
         if token_states and config.unsupported:
             raise ModelLoadError(
                 f"the model's sentence-transformers pipeline has a {config.unsupported[0]} module, "
@@ -140,7 +119,7 @@ class OnnxEmbeddingModel:
         if modes == ("multi-vector",) and not token_states:
             raise InvalidRequest("this model outputs one pooled vector per input; multi-vector needs token states",
                                  param="pooling")
-        fixed_batch, fixed_length = _fixed_dims(io)
+        fixed_batch, fixed_length = _fixed_dims(found.inputs)
         limits = [x for x in (position_limit(path), fixed_length) if x]
         limit = min(limits) if limits else None
         if max_length is not None and max_length < 2:
@@ -151,14 +130,9 @@ class OnnxEmbeddingModel:
                 raise InvalidRequest(f"max_length {max_length} is more than the model's {limit} positions",
                                      param="max_length")
             chosen = limit
-        tok = tokenizers.load(path, chosen)
-        session = _session(onnx_path, threads)
-        names = [i.name for i in session.get_inputs()]
-        unknown = [n for n in names if n not in KNOWN_INPUTS]
-        if "input_ids" not in names or unknown:
-            raise ModelLoadError(f"{onnx_path.name} takes inputs onnxg cannot feed: {', '.join(names)}",
-                                 hint=f"an embedding graph takes {', '.join(KNOWN_INPUTS)}")
-        width = next((o.shape[-1] for o in io.outputs if o.name == output and o.shape), None)
+        tok = embed_tokenizer.load(found.tokenizer, chosen)
+        session = open_session(found.graph, threads)
+        width = next((o.shape[-1] for o in found.outputs if o.name == output and o.shape), None)
         dims = None
         if isinstance(width, int):
             dims = width * len(modes) if token_states and modes != ("multi-vector",) else width
@@ -264,25 +238,9 @@ class OnnxEmbeddingModel:
         return int(vectors[0].shape[-1])
 
 
-def _choose_output(io: graphinfo.GraphIO, override: bool, onnx_path: Path) -> tuple[str, bool]:
-    """The output to read and whether it is token states (3-D) rather than pooled (2-D)."""
-    by_name = {o.name: o for o in io.outputs}
-    token = [n for n in TOKEN_OUTPUTS if n in by_name] or [o.name for o in io.outputs if o.shape and len(o.shape) == 3]
-    pooled = [n for n in POOLED_OUTPUTS if n in by_name and by_name[n].shape and len(by_name[n].shape) == 2]
-    if pooled and not override:
-        return pooled[0], False
-    if token:
-        return token[0], True
-    if pooled:
-        return pooled[0], False
-    raise ModelLoadError(f"{onnx_path.name} has no token-state or sentence-embedding output "
-                         f"(outputs: {', '.join(by_name)})",
-                         hint="export with optimum's feature-extraction task (`onnxg convert --task embed`)")
-
-
-def _fixed_dims(io: graphinfo.GraphIO) -> tuple[int | None, int | None]:
+def _fixed_dims(inputs: tuple[layout.ValueInfo, ...]) -> tuple[int | None, int | None]:
     """A batch size or sequence length fixed in the graph (static exports), if any."""
-    ids = next((i for i in io.inputs if i.name == "input_ids"), None)
+    ids = next((i for i in inputs if i.name == "input_ids"), None)
     if not ids or not ids.shape or len(ids.shape) != 2:
         return None, None
     batch, length = ids.shape
@@ -290,8 +248,9 @@ def _fixed_dims(io: graphinfo.GraphIO) -> tuple[int | None, int | None]:
             length if isinstance(length, int) and length > 0 else None)
 
 
-def _session(onnx_path: Path, threads: int | None, optimized_copy: Path | None = None) -> Any:
-    """The CPU session; ``optimized_copy`` saves the graph ONNX Runtime will run (for tests)."""
+def open_session(onnx_path: Path, threads: int | None, optimized_copy: Path | None = None) -> Any:
+    """The CPU session an embedding graph runs in; ``optimized_copy`` saves the graph ONNX
+    Runtime will run (for tests)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -20,14 +20,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from onnxg.runtime import home
+from onnxg.runtime import home, layout
 from onnxg.runtime.errors import InvalidRequest, ModelNotFound
 
 MANIFEST = "onnxg.json"
 PULL_STATE = ".pull"  # present while `onnxg pull` has not finished the folder
-Kind = Literal["chat", "embedding", "e2e"]
 
 # Default model names in the store (built by ``onnxg.convert.defaults`` on first use).
 DEFAULT_NAMES: dict[str, str] = {
@@ -220,29 +219,7 @@ def cached_check(folder: Path, data: dict[str, Any] | None = None) -> bool | Non
     return bool(entry["ok"])
 
 
-# --- what a folder holds -------------------------------------------------------------------
-
-
-def kind(path: Path) -> Kind:
-    """``chat`` (genai_config.json), ``e2e`` (an ONNX graph with string inputs) or ``embedding``."""
-    if (path / "genai_config.json").is_file():
-        return "chat"
-    onnx = path / "model.onnx"
-    candidates = [onnx] if onnx.is_file() else sorted(path.glob("*.onnx"))
-    if candidates and _has_string_input(candidates[0]):
-        return "e2e"
-    return "embedding"
-
-
-def _has_string_input(model: Path) -> bool:
-    """Whether the ONNX graph has a string input (read from the protobuf, importing nothing)."""
-    from onnxg.runtime import graphinfo
-    from onnxg.runtime.errors import ModelLoadError
-
-    try:
-        return graphinfo.has_string_inputs(model)
-    except ModelLoadError:
-        return False
+# --- what a folder holds (its kind: ``layout.inspect``) -------------------------------------
 
 
 def precision_of(folder: Path, data: dict[str, Any]) -> str | None:
@@ -284,7 +261,7 @@ class ModelEntry:
 
     name: str
     path: Path
-    kind: str
+    kind: str  # layout's kind; "?" while a pull is unfinished or when the folder holds no model
     precision: str | None
     ep: str
     size: int
@@ -339,7 +316,7 @@ def describe(folder: Path) -> ModelEntry:
     return ModelEntry(
         name=folder.name,
         path=folder,
-        kind=kind(folder) if complete else "?",
+        kind=(layout.inspect(folder).kind or "?") if complete else "?",
         precision=precision_of(folder, data),
         ep=ep_of(folder, data),
         size=disk_size(folder),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterable
 
-from onnxg.runtime import store
+from onnxg.runtime import layout, store
 from onnxg.runtime.contracts import ChatModel, EmbeddingModel, Model
 from onnxg.runtime.errors import InvalidRequest, ModelNotFound, OnnxgError
 
@@ -118,24 +118,19 @@ def plan(refs: list[str]) -> list[Planned]:
                 hint="serve each id once; rename one folder or use store names",
             )
         seen[model_id] = ref
-        planned.append(Planned(path, model_id, store.kind(path)))
+        planned.append(Planned(path, model_id, layout.inspect(path).kind or "?"))
     return planned
 
 
 def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = True) -> Registry:
     """Load and warm every model (blocking: call it off the event loop)."""
-    from onnxg.runtime.chat import GenaiChatModel
-    from onnxg.runtime.embed import OnnxEmbeddingModel
+    from onnxg.runtime.loading import load_model
 
     registry = Registry()
     try:
         for item in planned:
             started = time.perf_counter()
-            model: Model
-            if item.kind == "chat":
-                model = GenaiChatModel.load(item.path, threads=threads)
-            else:
-                model = OnnxEmbeddingModel.load(item.path, threads=threads)
+            model: Model = load_model(item.path, threads=threads)
             registry.add(item.id, model)
             if warmup:
                 model.warmup()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from onnxg.convert.check import Report, check, detect_kind
+from onnxg.convert.check import Report, check
+from onnxg.runtime import layout
 
 def copy_model(source: Path, target: Path, *, copy: tuple[str, ...] = ()) -> Path:
     """A private copy of a cached model: weights (``*.data``) symlinked unless in ``copy``.
@@ -311,7 +312,7 @@ def test_e2e_model(tmp_path: Path) -> None:
     folder = tmp_path / "e2e"
     folder.mkdir()
     _string_model(folder / "model.onnx")
-    assert detect_kind(folder) == "e2e"
+    assert layout.inspect(folder).kind == "e2e"
     report = check(folder, run=True)
     assert report.kind == "e2e" and report.ok, failed(report)
     assert "text:string" in item(report, "inputs").detail

@@ -36,9 +36,9 @@ def run_onnxg(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def check_provenance(folder: Path, *, task: str = "chat", precision: str = "int4") -> dict[str, Any]:
+def check_provenance(folder: Path, *, kind: str = "chat", precision: str = "int4") -> dict[str, Any]:
     info = json.loads((folder / "onnxg.json").read_text())
-    assert info["task"] == task and info["precision"] == precision and info["ep"] == "cpu"
+    assert info["kind"] == kind and info["precision"] == precision and info["ep"] == "cpu"
     assert info["converter"] == "onnxruntime-genai builder"
     assert info["converter_version"] and info["toolchain"]["onnxruntime-genai"] == info["converter_version"]
     assert "onnxruntime_genai.models.builder" in info["command"]
@@ -201,9 +201,9 @@ def test_task_detection(tmp_path: Path) -> None:
 
     assert detect_task(folder("llama", {"config.json": {"architectures": ["LlamaForCausalLM"]}})) == "chat"
     bert = {"config.json": {"architectures": ["BertModel"], "model_type": "bert"}}
-    assert detect_task(folder("bert", bert)) == "embed"
+    assert detect_task(folder("bert", bert)) == "embedding"
     sentence_transformers = {"config.json": {"architectures": ["Qwen2ForCausalLM"]}, "modules.json": []}
-    assert detect_task(folder("st", sentence_transformers)) == "embed"
+    assert detect_task(folder("st", sentence_transformers)) == "embedding"
     from onnxg.runtime.errors import ConversionError
 
     with pytest.raises(ConversionError, match="chat or an embedding model") as caught:
@@ -288,7 +288,7 @@ def test_recipe_options_yield_to_the_user() -> None:
     from onnxg.convert.pipeline import recipe_options
 
     chat = next(r for r in _recipes() if r.task == "chat" and r.status == "ok")
-    task, precision, ep, extra, _ = recipe_options(chat, "auto", None, "cpu", {"block_size": "64"}, False)
+    task, precision, ep, extra, _ = recipe_options(chat, None, None, "cpu", {"block_size": "64"}, False)
     assert (task, precision, ep) == ("chat", chat.precision, chat.ep)
     assert extra == {**chat.builder_options, "block_size": "64"}
     task, precision, ep, _, _ = recipe_options(chat, "chat", "int8", "cuda", None, False)

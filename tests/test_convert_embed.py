@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from onnxg.convert import optimum
-from onnxg.runtime import graphinfo
+from onnxg.runtime import layout
 from onnxg.runtime.embed import OnnxEmbeddingModel
 from onnxg.runtime.errors import ConversionError
 
@@ -47,7 +47,8 @@ def test_tiny_fp32_export_layout(tiny_embed_model: Path) -> None:
     for name in ("model.onnx", "config.json", "tokenizer.json", "vocab.txt", "modules.json",
                  "1_Pooling/config.json", "sentence_bert_config.json"):
         assert (tiny_embed_model / name).is_file(), name
-    io = graphinfo.read(tiny_embed_model / "model.onnx")
+    io = layout.inspect(tiny_embed_model)
+    assert io.kind == "embedding" and io.served and io.output == "last_hidden_state" and io.token_states
     assert [i.name for i in io.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
     assert io.outputs[0].name == "last_hidden_state" and len(io.outputs[0].shape) == 3
     info = json.loads((tiny_embed_model / "provenance.test.json").read_text())
@@ -77,7 +78,7 @@ def test_tiny_int8_through_the_pipeline(tiny_embed_source: Path, tmp_path: Path)
     ops = _op_types(out / "model.onnx")
     assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "QAttention"}, ops
     manifest = json.loads((out / "onnxg.json").read_text())
-    assert manifest["precision"] == "int8"
+    assert manifest["precision"] == "int8" and manifest["kind"] == "embedding"
     fp32_size = sum(p.stat().st_size for p in tiny_embed_source.glob("*.safetensors"))
     assert (out / "model.onnx").stat().st_size < fp32_size
     ours = OnnxEmbeddingModel.load(out).embed(SENTENCES).vectors

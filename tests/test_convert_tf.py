@@ -176,7 +176,7 @@ def test_onnxg_convert_command_on_a_savedmodel(tf_text_savedmodel: Path, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "model.onnx").is_file() and (out / "model_io.json").is_file()
     record = json.loads((out / "onnxg.json").read_text())
-    assert record["converter"] == "tf2onnx" and record["precision"] == "fp32"
+    assert record["converter"] == "tf2onnx" and record["precision"] == "fp32" and record["kind"] == "e2e"
     assert {f["path"] for f in record["files"]} >= {"model.onnx", "model_io.json"}
     expected = tfkit.expected("text")
     got = _run_onnx(out, expected["inputs"])

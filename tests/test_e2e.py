@@ -16,7 +16,8 @@ import pytest
 
 from modelkit import tf as tfkit
 from onnxg.runtime import farmhash
-from onnxg.runtime.e2e import E2EModel, has_string_inputs
+from onnxg.runtime import layout, loading
+from onnxg.runtime.e2e import E2EModel
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]  # TensorFlow SavedModels and their conversions
@@ -135,18 +136,16 @@ def test_concurrent_embeds_agree(e2e_folders: dict[str, Path]) -> None:
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-def test_has_string_inputs(e2e_folders: dict[str, Path]) -> None:
-    assert has_string_inputs(e2e_folders["text"] / "model.onnx")
+def test_string_inputs_make_an_e2e_layout(e2e_folders: dict[str, Path]) -> None:
+    assert layout.inspect(e2e_folders["text"]).kind == "e2e"
     dense, _ = tfkit.converted("dense")
-    assert not has_string_inputs(dense / "model.onnx")
-    with pytest.raises(ModelLoadError, match="takes no string input"):
+    assert layout.inspect(dense).kind == "tensor"  # numeric inputs and model_io.json
+    with pytest.raises(ModelLoadError, match="numeric graph"):
         E2EModel.load(dense)
 
 
-def test_embedding_model_load_hands_string_graphs_to_e2e(e2e_folders: dict[str, Path]) -> None:
-    from onnxg.runtime.embed import OnnxEmbeddingModel
-
-    model = OnnxEmbeddingModel.load(e2e_folders["text"], normalize=False)
+def test_the_loader_hands_string_graphs_to_e2e(e2e_folders: dict[str, Path]) -> None:
+    model = loading.load_embedding(e2e_folders["text"], normalize=False)
     assert isinstance(model, E2EModel)
     np.testing.assert_allclose(model.embed(list(tfkit.TEXTS)).vectors, _tf_vectors("text", "output_0"), atol=1e-5)
 

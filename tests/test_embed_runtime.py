@@ -259,10 +259,13 @@ def test_string_input_graphs_are_handed_to_the_e2e_runtime(tmp_path: Path) -> No
     folder = tmp_path / "e2e"
     folder.mkdir()
     onnx.save(model, str(folder / "model.onnx"))
-    loaded = OnnxEmbeddingModel.load(folder, normalize=False)
     from onnxg.runtime.e2e import E2EModel
+    from onnxg.runtime.loading import load_embedding
 
+    loaded = load_embedding(folder, normalize=False)
     assert isinstance(loaded, E2EModel)
+    with pytest.raises(ModelLoadError, match="not an embedding graph over token ids"):
+        OnnxEmbeddingModel.load(folder)
     np.testing.assert_allclose(loaded.embed(["cat", "nothing"]).vectors, table[[3, 0]])
     with pytest.raises(InvalidRequest):
         loaded.embed_tokens([[1, 2]])
@@ -358,7 +361,7 @@ def test_cpu_sessions_keep_add_and_layer_norm_unfused(tmp_path: Path) -> None:
     options.optimized_model_filepath = str(tmp_path / "plain.onnx")
     ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     assert ops(tmp_path / "plain.onnx") == ["SkipLayerNormalization"]  # what ONNX Runtime does by default
-    session = embed._session(model, 1, optimized_copy=tmp_path / "ours.onnx")
+    session = embed.open_session(model, 1, optimized_copy=tmp_path / "ours.onnx")
     assert ops(tmp_path / "ours.onnx") == ["Add", "LayerNormalization"]
     x, skip = np.random.default_rng(0).standard_normal((2, 2, 3, hidden)).astype(np.float32)
     out = session.run(None, {"x": x, "skip": skip})[0]

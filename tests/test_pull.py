@@ -92,7 +92,7 @@ def test_full_download_only_model_files(hub, repo_files, onnxg_home):
     files = {f["path"]: f for f in manifest["files"]}
     assert files[BIG] == {"path": BIG, "size": 6 << 20, "sha256": sha256(repo_files[f"{SUB}/{BIG}"])}
     assert set(files) == got - {"onnxg.json"}
-    assert (manifest["task"], manifest["precision"], manifest["ep"]) == ("chat", "int4", "cpu")
+    assert (manifest["kind"], manifest["precision"], manifest["ep"]) == ("chat", "int4", "cpu")
     # Only the listing and the wanted files were fetched (LFS files through the CDN redirect).
     fetched = {p for m, p, _ in hub.requests if "/resolve/" in p}
     assert not any(p.endswith(("README.md", "LICENSE", ".bin")) for p in fetched)
@@ -318,7 +318,7 @@ def test_never_pulls_into_another_models_folder(hub, repo_files, onnxg_home):
     other = onnxg_home / "models" / "mine"
     other.mkdir(parents=True)
     (other / "model.onnx").write_bytes(b"my own model")
-    store.write_manifest(other, {"source": {"kind": "gguf", "path": "/x.gguf"}, "task": "chat"})
+    store.write_manifest(other, {"source": {"kind": "gguf", "path": "/x.gguf"}, "kind": "chat"})
     r = onnxg(onnxg_home, "pull", f"org/tiny-onnx/{SUB}", "--name", "mine", "--no-check", hub=hub)
     assert r.returncode == 1 and "already has a different model named 'mine'" in r.stderr
     assert (other / "model.onnx").read_bytes() == b"my own model"

@@ -45,7 +45,7 @@ def test_recipe_is_consistent(recipe: recipes.Recipe) -> None:
         assert recipe.source_is_hub, recipe.source
         assert recipe.pooling is None
         assert recipe.context_length and recipe.context_length >= 2048
-    if recipe.task == "embed":
+    if recipe.task == "embedding":
         assert recipe.pooling in ("mean", "last", "cls")
     if recipe.name not in NOT_COMPATIBLE:
         assert recipe.ok, recipe.reason
@@ -118,7 +118,7 @@ def test_builder_options_become_strings(tmp_path: Path) -> None:
         (GOOD + "context_length = \"4096\"\n", "context_length must be an integer, not str"),
         (GOOD + "context_length = true\n", "context_length must be an integer, not bool"),
         (GOOD + "context_length = -1\n", "context_length must be positive"),
-        (GOOD.replace('"chat"', '"vision"'), "task = 'vision' is not one of chat, embed, e2e"),
+        (GOOD.replace('"chat"', '"vision"'), "task = 'vision' is not one of chat, embedding, embed, e2e"),
         (GOOD + 'precision = "int3"\n', "precision = 'int3' is not one of"),
         (GOOD + 'ep = "tpu"\n', "ep = 'tpu' is not one of"),
         (GOOD + 'status = "incompatible"\n', 'status = "incompatible" needs a reason'),

@@ -43,7 +43,7 @@ def _model(name: str, files: dict[str, bytes | str], manifest: dict | None = Non
 
 
 def test_resolve_store_names_and_folders(tmp_path):
-    folder = _model("tiny", {"genai_config.json": "{}"}, {"task": "chat"})
+    folder = _model("tiny", {"genai_config.json": "{}"}, {"kind": "chat"})
     assert store.resolve("tiny") == folder
     assert store.resolve(str(tmp_path)) == tmp_path.resolve()
     (tmp_path / "file.onnx").write_bytes(b"x")
@@ -71,16 +71,16 @@ def test_kind_by_files(tmp_path):
     _onnx(emb / "model.onnx", string_input=False, weights=300_000)
     e2e = _model("s", {})
     _onnx(e2e / "model.onnx", string_input=True, weights=300_000)
-    assert (store.kind(chat), store.kind(emb), store.kind(e2e)) == ("chat", "embedding", "e2e")
-    (tmp_path / "model.onnx").write_bytes(b"\xff" * 64)  # garbage is an embedding, not a crash
-    assert store.kind(tmp_path) == "embedding"
+    assert [store.describe(f).kind for f in (chat, emb, e2e)] == ["chat", "embedding", "e2e"]
+    garbage = _model("g", {"model.onnx": b"\xff" * 64})  # garbage is no model, not a crash
+    assert store.describe(garbage).kind == "?"
 
 
 def test_listing_reads_both_manifest_shapes():
     converted = _model("smol-int4-cpu", {"genai_config.json": json.dumps(
         {"model": {"decoder": {"session_options": {"provider_options": [{"cuda": {}}]}}}}), "model.onnx": "x" * 1000},
         {"source": {"ref": "HuggingFaceTB/SmolLM2", "kind": "hub", "repo": "HuggingFaceTB/SmolLM2", "revision": "abc"},
-         "task": "chat", "precision": "int4", "ep": "cuda",
+         "kind": "chat", "precision": "int4", "ep": "cuda",
          "files": [{"path": "model.onnx", "size": 1000, "sha256": "0" * 64}]})
     pulled = _model("Phi-3.5-mini-instruct-onnx-cpu-int4-awq", {"genai_config.json": "{}"},
                     {"source": "microsoft/Phi-3.5-mini-instruct-onnx", "subfolder": "cpu_and_mobile/cpu-int4-awq",
@@ -147,7 +147,7 @@ def test_remove_stays_inside_the_store(tmp_path):
 
 
 def test_default_model_prefers_the_store_and_the_environment(monkeypatch, tmp_path):
-    ready = _model(store.DEFAULT_NAMES["embedding"], {"model.onnx": "x"}, {"task": "embed"})
+    ready = _model(store.DEFAULT_NAMES["embedding"], {"model.onnx": "x"}, {"kind": "embedding"})
     from onnxg.convert import defaults
 
     assert defaults.default_model("embedding") == ready
@@ -179,7 +179,7 @@ def test_recipe_names_resolve_to_their_converted_folder():
 
     recipe = recipes.get("all-minilm-l6-v2")
     assert recipe is not None
-    folder = _model(defaults.recipe_store_name(recipe), {"model.onnx": "x"}, {"task": "embed"})
+    folder = _model(defaults.recipe_store_name(recipe), {"model.onnx": "x"}, {"kind": "embedding"})
     assert defaults.resolve("all-minilm-l6-v2") == folder  # already converted: no conversion
     with pytest.raises(ModelNotFound, match="not converted yet"):
         store.resolve("llama-3.2-1b-instruct")  # the runtime never converts

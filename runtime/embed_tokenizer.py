@@ -14,7 +14,6 @@ from typing import Protocol
 
 from onnxg.runtime.errors import ModelLoadError, short_message
 
-SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 PAD_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>", "</s>")
 
 
@@ -131,14 +130,9 @@ class SentencePieceTokenizer:
         return Encoded(ids, truncated)
 
 
-def load(folder: Path, max_length: int) -> Tokenizer:
-    """The folder's tokenizer: ``tokenizer.json`` first, then a SentencePiece model."""
-    if (folder / "tokenizer.json").is_file():
-        return HFTokenizer(folder / "tokenizer.json", max_length)
-    for name in SENTENCEPIECE_FILES:
-        if (folder / name).is_file():
-            return SentencePieceTokenizer(folder / name, max_length)
-    raise ModelLoadError(
-        f"no tokenizer in {folder}",
-        hint="place tokenizer.json (Hugging Face) or tokenizer.model (SentencePiece) next to model.onnx",
-    )
+def load(path: Path, max_length: int) -> Tokenizer:
+    """The tokenizer in ``path`` (the file ``layout.inspect`` found): ``tokenizer.json``
+    through tokenizers, any other name as a SentencePiece model."""
+    if path.name == "tokenizer.json":
+        return HFTokenizer(path, max_length)
+    return SentencePieceTokenizer(path, max_length)
