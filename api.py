@@ -37,9 +37,9 @@ def load_chat(model: str | Path | ChatModel | None = None, **load_options: Any) 
     a model object (anything with the ``contracts.ChatModel`` shape) is used as it is."""
     if _is_model(model, "chat"):
         return model  # type: ignore[return-value]
-    from onnxg.runtime.chat import GenaiChatModel
+    from onnxg.runtime import loading
 
-    return _cached("chat", _resolve(model, "chat"), load_options, GenaiChatModel.load)  # type: ignore[arg-type]
+    return _cached("chat", _resolve(model, "chat"), load_options, loading.load_chat)
 
 
 def load_embedding(model: str | Path | EmbeddingModel | None = None, **load_options: Any) -> EmbeddingModel:

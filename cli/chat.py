@@ -16,8 +16,7 @@ from onnxg.cli._common import JsonOpt, ModelOpt, err, print_error, print_json, s
 from onnxg.runtime.errors import InvalidRequest, OnnxgError
 
 if TYPE_CHECKING:
-    from onnxg.runtime.chat import GenaiChatModel
-    from onnxg.runtime.contracts import Message
+    from onnxg.runtime.contracts import ChatModel, Message
     from onnxg.runtime.options import GenerationOptions
 
 HELP = (
@@ -48,7 +47,7 @@ def chat(
     as_json: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Time to first token and tokens/s on stderr.")] = False,
 ) -> None:
-    from onnxg.runtime.chat import GenaiChatModel
+    from onnxg.runtime import loading
     from onnxg.runtime.contracts import Message
     from onnxg.runtime.options import GenerationOptions
 
@@ -63,7 +62,8 @@ def chat(
             raise InvalidRequest("the prompt from stdin is empty", param="prompt")
 
     started = time.perf_counter()
-    llm = GenaiChatModel.load(_model_ref(model), chat_template=str(chat_template) if chat_template else None, threads=threads)
+    llm = loading.load_chat(_model_ref(model), chat_template=str(chat_template) if chat_template else None,
+                            threads=threads)
     if verbose:
         err.print(f"[dim]loaded {escape(llm.name)} in {time.perf_counter() - started:.2f}s[/dim]")
     history: list[Message] = [Message("system", system)] if system else []
@@ -89,7 +89,7 @@ def _model_ref(model: str | None) -> str | Path:
     return defaults.resolve(model, step) if model else defaults.default_model("chat", step)
 
 
-def _stream_reply(llm: GenaiChatModel, messages: list[Message], options: GenerationOptions, verbose: bool,
+def _stream_reply(llm: ChatModel, messages: list[Message], options: GenerationOptions, verbose: bool,
                   cancel: threading.Event | None = None) -> str:
     """Streams the reply to stdout (reasoning dimmed on stderr); returns the answer text."""
     from onnxg.runtime.contracts import Usage
@@ -129,7 +129,7 @@ def _stream_reply(llm: GenaiChatModel, messages: list[Message], options: Generat
     return "".join(answer)
 
 
-def _print_json(llm: GenaiChatModel, messages: list[Message], options: GenerationOptions) -> None:
+def _print_json(llm: ChatModel, messages: list[Message], options: GenerationOptions) -> None:
     result = llm.complete(messages, options)
     choices: list[dict[str, Any]] = []
     for c in result.choices:
@@ -149,7 +149,7 @@ def _print_json(llm: GenaiChatModel, messages: list[Message], options: Generatio
     print_json(body)
 
 
-def _interactive(llm: GenaiChatModel, history: list[Message], options: GenerationOptions, verbose: bool) -> None:
+def _interactive(llm: ChatModel, history: list[Message], options: GenerationOptions, verbose: bool) -> None:
     from onnxg.runtime.contracts import Message
 
     system = list(history)

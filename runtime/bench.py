@@ -156,10 +156,10 @@ class LocalChat:
     target = "in-process"
 
     def __init__(self, ref: str, threads: int | None = None) -> None:
-        from onnxg.runtime.chat import GenaiChatModel
+        from onnxg.runtime.loading import load_chat
 
         start = time.perf_counter()
-        self.model = GenaiChatModel.load(ref, threads=threads)
+        self.model = load_chat(ref, threads=threads)
         self.load_seconds: float | None = time.perf_counter() - start
         self.name = self.model.name
 

@@ -1,6 +1,6 @@
 """Loading a model: the one place that turns a folder into a model object.
 
-``load_model`` and ``load_embedding`` resolve a reference (a folder or a store name, see
+``load_model``, ``load_chat`` and ``load_embedding`` resolve a reference (a folder or a store name, see
 ``store.resolve``), ask ``layout.inspect`` what the folder holds and hand it to the runtime
 of its kind: ``GenaiChatModel`` (chat), ``OnnxEmbeddingModel`` (embedding) or ``E2EModel``
 (e2e). A folder the layout finds unusable fails here with the layout's own reason, the
@@ -23,10 +23,20 @@ def load_model(ref: str | Path, *, threads: int | None = None, chat_template: st
     """The model in ``ref``, whatever its kind; ``embedding_options`` go to ``load_embedding``."""
     folder = store.resolve(ref)
     if layout.inspect(folder).require() == "chat":
-        from onnxg.runtime.chat import GenaiChatModel
-
-        return GenaiChatModel.load(folder, threads=threads, chat_template=chat_template)
+        return load_chat(folder, threads=threads, chat_template=chat_template)
     return load_embedding(folder, threads=threads, **embedding_options)
+
+
+def load_chat(ref: str | Path, *, threads: int | None = None, chat_template: str | None = None) -> ChatModel:
+    """The chat model in ``ref``; an embedding folder is refused naming what it is."""
+    folder = store.resolve(ref)
+    kind = layout.inspect(folder).require()
+    if kind != "chat":
+        raise InvalidRequest(f"{folder.name} is an {kind} model, not a chat model",
+                             hint="pass a chat model (`onnxg models` lists their kinds)", param="model")
+    from onnxg.runtime.chat import GenaiChatModel
+
+    return GenaiChatModel.load(folder, threads=threads, chat_template=chat_template)
 
 
 def load_embedding(ref: str | Path, *, threads: int | None = None, pooling: str | None = None,

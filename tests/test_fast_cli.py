@@ -1,0 +1,204 @@
+"""`onnxg chat` and `onnxg embed` on fake models (the fast tier): what the commands do around a
+model — options, input and output formats, errors through the one boundary — in-process, with
+the loaders handing back fakes. test_chat_cli.py and test_embed_cli.py run them on real models."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fakes import SCRIPT, FakeChatModel, FakeEmbeddingModel, words
+
+from onnxg.cli.main import main
+from onnxg.convert import defaults
+from onnxg.runtime import loading
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """The loaders give fakes; every model reference resolves to a folder named after it."""
+    made: dict[str, Any] = {"chat": FakeChatModel(), "embed": FakeEmbeddingModel(), "loads": []}
+
+    def resolve(ref: str, progress: Any = None) -> Path:
+        return tmp_path / str(ref).replace("/", "_")
+
+    def load_chat(ref: Path, **options: Any) -> FakeChatModel:
+        made["loads"].append(("chat", Path(ref).name, options))
+        return made["chat"]
+
+    def load_embedding(ref: Path, **options: Any) -> FakeEmbeddingModel:
+        made["loads"].append(("embedding", Path(ref).name, options))
+        model = made["embed"]
+        model.truncate = options.get("truncate", True)
+        return model
+
+    monkeypatch.setattr(defaults, "resolve", resolve)
+    monkeypatch.setattr(defaults, "default_model", lambda kind, progress=None: tmp_path / f"default-{kind}")
+    monkeypatch.setattr(loading, "load_chat", load_chat)
+    monkeypatch.setattr(loading, "load_embedding", load_embedding)
+    return made
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        stdin: str | None = None) -> tuple[int, str, str]:
+    piped = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8") if stdin is not None else _Terminal()
+    monkeypatch.setattr(sys, "stdin", piped)
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+# ---------------------------------------------------------------- onnxg chat
+
+
+def test_chat_streams_the_reply(fakes: dict, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    code, out, err = run(["chat", "-m", "my-chat", "--temperature", "0", "--verbose", "Hello"], capsys, monkeypatch)
+    assert code == 0, err
+    assert out == SCRIPT + "\n"
+    assert "tokens/s" in err and "time to first token" in err
+    assert fakes["loads"] == [("chat", "my-chat", {"chat_template": None, "threads": None})]
+    assert fakes["chat"].closed
+
+
+def test_chat_json_is_one_chat_completion(fakes: dict, capsys, monkeypatch) -> None:
+    code, out, err = run(["chat", "--json", "--max-tokens", "3", "--temperature", "0", "--system", "Be brief.", "Hi"],
+                         capsys, monkeypatch)
+    assert code == 0, err
+    body = json.loads(out)
+    assert body["object"] == "chat.completion" and body["model"] == "fake-chat"
+    choice = body["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "".join(words(SCRIPT)[:3])}
+    assert choice["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 3
+    assert fakes["loads"][0][1] == "default-chat"  # no --model: the default chat model
+
+
+def test_chat_seed_and_stop(fakes: dict, capsys, monkeypatch) -> None:
+    first = run(["chat", "--json", "--seed", "4", "--temperature", "1", "Hi"], capsys, monkeypatch)[1]
+    again = run(["chat", "--json", "--seed", "4", "--temperature", "1", "Hi"], capsys, monkeypatch)[1]
+    assert json.loads(first)["choices"] == json.loads(again)["choices"]
+    code, out, _ = run(["chat", "--temperature", "0", "--stop", "fake", "Hi"], capsys, monkeypatch)
+    assert code == 0 and out == SCRIPT[:SCRIPT.index("fake")] + "\n"
+
+
+def test_chat_prompt_from_stdin(fakes: dict, capsys, monkeypatch) -> None:
+    code, out, _ = run(["chat", "--temperature", "0"], capsys, monkeypatch, stdin="What is it?\n")
+    assert code == 0 and out == SCRIPT + "\n"
+    code, _, err = run(["chat"], capsys, monkeypatch, stdin="   \n")
+    assert code == 1 and "the prompt from stdin is empty" in err
+
+
+def test_chat_interactive_session(fakes: dict, capsys, monkeypatch) -> None:
+    answers = iter(["Hello", "", "/reset", "RAISE:ContextLengthExceeded", "Again", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    code, out, err = run(["chat", "--temperature", "0"], capsys, monkeypatch)
+    assert code == 0, err
+    assert out.count(SCRIPT) == 2  # "Hello" and "Again"; the failing turn said why and went on
+    assert "history cleared" in err and "Error:" in err and "raised on request" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--temperature", "5", "Hi"], "temperature must be between 0 and 2"),
+    (["--top-p", "1.5", "Hi"], "top_p must be between 0 and 1"),
+    (["--max-tokens", "0", "Hi"], "max_tokens must be"),
+    (["--stop", "a", "--stop", "b", "--stop", "c", "--stop", "d", "--stop", "e", "Hi"], "stop"),
+    (["--chat-template", "/no/such/file.jinja", "Hi"], "chat template file not found"),
+    (["--json"], "--json needs a prompt"),
+])
+def test_chat_bad_options_are_one_line_errors(fakes: dict, capsys, monkeypatch, args: list[str],
+                                              message: str) -> None:
+    code, out, err = run(["chat", *args], capsys, monkeypatch)
+    assert code == 1 and out == ""
+    assert err.startswith("Error:") and message in err and "Traceback" not in err
+    assert fakes["chat"].started == 0
+
+
+def test_chat_context_too_long_is_one_line(fakes: dict, capsys, monkeypatch) -> None:
+    fakes["chat"].context_length = 4
+    code, out, err = run(["chat", "one two three four five six"], capsys, monkeypatch)
+    assert code == 1 and err.startswith("Error:") and "maximum context length is 4 tokens" in err
+
+
+# ---------------------------------------------------------------- onnxg embed
+
+LINES = ["first line", "", "  second one  ", "third: ünïcode ✓", "   ", "4"]
+NON_EMPTY = [line for line in LINES if line.strip()]
+
+
+def _records(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_embed_text_gives_one_json_line(fakes: dict, capsys, monkeypatch) -> None:
+    code, out, err = run(["embed", "hello world", "-m", "e"], capsys, monkeypatch)
+    assert code == 0 and err == ""
+    [record] = _records(out)
+    assert record["index"] == 0 and record["text"] == "hello world"
+    assert np.allclose(record["embedding"], fakes["embed"].vector(["hello", "world"]), atol=1e-7)
+
+
+def test_embed_file_and_stdin_skip_empty_lines(fakes: dict, capsys, monkeypatch, tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    code, out, _ = run(["embed", str(path)], capsys, monkeypatch)
+    assert code == 0 and [r["text"] for r in _records(out)] == NON_EMPTY
+    assert [r["index"] for r in _records(out)] == list(range(len(NON_EMPTY)))
+    code, piped, _ = run(["embed", "-"], capsys, monkeypatch, stdin="\n".join(LINES))
+    assert code == 0 and _records(piped) == _records(out)
+
+
+def test_embed_out_npy_and_jsonl(fakes: dict, capsys, monkeypatch, tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(NON_EMPTY), encoding="utf-8")
+    want = fakes["embed"].embed(NON_EMPTY).vectors
+    code, out, err = run(["embed", str(source), "--out", str(tmp_path / "v.npy")], capsys, monkeypatch)
+    assert code == 0 and out == "" and "4 inputs" in err and "8 dimensions" in err
+    array = np.load(tmp_path / "v.npy")
+    assert array.dtype == np.float32 and np.array_equal(array, want)
+    code, _, _ = run(["embed", str(source), "-o", str(tmp_path / "v.jsonl")], capsys, monkeypatch)
+    records = _records((tmp_path / "v.jsonl").read_text(encoding="utf-8"))
+    assert code == 0 and np.allclose([r["embedding"] for r in records], want, atol=1e-7)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_embed_options_reach_the_loader(fakes: dict, capsys, monkeypatch) -> None:
+    run(["embed", "x", "--pooling", "cls", "--no-normalize", "--max-length", "9", "--threads", "1", "--no-truncate"],
+        capsys, monkeypatch)
+    assert fakes["loads"] == [("embedding", "default-embedding", {
+        "threads": 1, "pooling": "cls", "normalize": False, "max_length": 9, "truncate": False})]
+
+
+@pytest.mark.parametrize(("setup", "args", "needle"), [
+    (None, ["missing.txt"], "no such file: missing.txt"),
+    ("latin1", ["{file}"], "is not UTF-8 text (line 2"),
+    ("empty", ["{file}"], "nothing to embed"),
+    (None, ["hello", "--out", "{dir}/v.csv"], "--out must end in .npy or .jsonl"),
+    (None, ["hello", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (None, ["word " * 40, "--no-truncate"], "longer than the model's maximum of 32"),
+])
+def test_embed_errors_are_one_line_and_write_nothing(fakes: dict, capsys, monkeypatch, tmp_path: Path,
+                                                     setup: str | None, args: list[str], needle: str) -> None:
+    file = tmp_path / "input.txt"
+    if setup == "latin1":
+        file.write_bytes("fine\ncaf\xe9\n".encode("latin1"))
+    elif setup == "empty":
+        file.write_text("\n  \n\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["embed", *[a.format(file=file, dir=tmp_path) for a in args]], capsys, monkeypatch)
+    assert code == 1 and out == ""
+    assert err.splitlines()[0].startswith("Error:") and needle in err and "Traceback" not in err
+    assert not list(tmp_path.glob("v.*"))
