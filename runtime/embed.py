@@ -11,7 +11,6 @@ or the end-to-end one (``runtime/e2e.py``) by the folder's kind.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,17 +30,9 @@ _POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "
 CPU_DISABLED_FUSIONS = ["SkipLayerNormFusion"]
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def position_limit(folder: Path) -> int | None:
     """How many positions the model has (config.json), if it says."""
-    config = _json(folder / "config.json")
+    config = store.read_json(folder / "config.json")
     positions = config.get("max_position_embeddings") or config.get("n_positions")
     if not isinstance(positions, int) or positions <= 0:
         return None
@@ -58,7 +49,7 @@ def model_max_length(folder: Path, st_max: int | None) -> int:
     """
     if st_max:
         return st_max
-    configured = _json(folder / "tokenizer_config.json").get("model_max_length")
+    configured = store.read_json(folder / "tokenizer_config.json").get("model_max_length")
     limit = position_limit(folder)
     if isinstance(configured, int) and 0 < configured < 1_000_000:
         return min(configured, limit) if limit else configured

@@ -7,11 +7,11 @@ done per batch by the runtime, truncation to the model's own limit).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from onnxg.runtime import store
 from onnxg.runtime.errors import ModelLoadError, short_message
 
 PAD_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>", "</s>")
@@ -31,13 +31,6 @@ class Tokenizer(Protocol):
     max_length: int
 
     def encode(self, texts: list[str]) -> Encoded: ...
-
-
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
 
 
 class HFTokenizer:
@@ -63,7 +56,7 @@ class HFTokenizer:
         self.pad_id = padding["pad_id"] if padding else self._find_pad(path.parent)
 
     def _find_pad(self, folder: Path) -> int:
-        config = _json(folder / "tokenizer_config.json")
+        config = store.read_json(folder / "tokenizer_config.json")
         pad = config.get("pad_token")
         if isinstance(pad, dict):
             pad = pad.get("content")
@@ -102,7 +95,7 @@ class SentencePieceTokenizer:
             raise ModelLoadError(f"cannot read the SentencePiece model {path.name}",
                                  hint="the file is damaged or not a SentencePiece model") from None
         self.vocab_size = self._sp.GetPieceSize()
-        config = _json(path.parent / "tokenizer_config.json")
+        config = store.read_json(path.parent / "tokenizer_config.json")
         cls, sep = self._piece("[CLS]"), self._piece("[SEP]")
         self.prefix: list[int] = []
         self.suffix: list[int] = []

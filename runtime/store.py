@@ -114,13 +114,18 @@ def default_name(kind: str) -> str:
 # --- onnxg.json ------------------------------------------------------------------------------
 
 
-def read_manifest(folder: Path, *, name: str = MANIFEST) -> dict[str, Any]:
-    """The folder's ``onnxg.json`` as a dict; ``{}`` when absent or unreadable."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a model folder as a dict; ``{}`` when absent, unreadable or not an object."""
     try:
-        data = json.loads((folder / name).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def read_manifest(folder: Path, *, name: str = MANIFEST) -> dict[str, Any]:
+    """The folder's ``onnxg.json`` as a dict; ``{}`` when absent or unreadable."""
+    return read_json(folder / name)
 
 
 def write_manifest(folder: Path, data: dict[str, Any], *, name: str = MANIFEST) -> Path:
