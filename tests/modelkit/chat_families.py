@@ -6,6 +6,7 @@ covers this module's source) and rebuild every conversion.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -29,6 +30,12 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "Qwen3ForCausalLM": {**BASE, "num_key_value_heads": 2, "head_dim": 16},
     "GraniteForCausalLM": {**BASE, "num_key_value_heads": 2},
 }
+# The conversions are keyed by the converter's own source too: a change to what it writes
+# (provenance included) rebuilds them instead of testing stale outputs.
+_CONVERT = Path(__file__).resolve().parents[2] / "convert"
+CONVERTER = hashlib.sha256(b"".join(
+    p.read_bytes() for p in (_CONVERT / "pipeline.py", _CONVERT / "genai.py", _CONVERT / "workers" / "genai_build.py",
+                             _CONVERT / "workers" / "genai_gguf.py"))).hexdigest()[:12]
 GENAI_TYPES = {
     "LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Phi3ForCausalLM": "phi3",
     "Gemma2ForCausalLM": "gemma2", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
@@ -45,7 +52,7 @@ def pipeline_build(architecture: str) -> Path:
     def build(folder: Path) -> None:
         pipeline.convert(str(source), output=folder / "model", log=folder / "convert.log")
 
-    return cache.cached(f"convert-{architecture}", {"source": source.name}, build) / "model"
+    return cache.cached(f"convert-{architecture}", {"source": source.name, "converter": CONVERTER}, build) / "model"
 
 
 def smollm2_cli_build() -> Path:
@@ -62,4 +69,5 @@ def smollm2_cli_build() -> Path:
         assert done.returncode == 0, done.stderr
         (folder / "stdout.json").write_text(done.stdout)
 
-    return cache.cached("convert-cli-smollm2", {"gguf": gguf.name, "extra": "k_quant_last"}, build)
+    return cache.cached("convert-cli-smollm2", {"gguf": gguf.name, "extra": "k_quant_last", "converter": CONVERTER},
+                        build)
