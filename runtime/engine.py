@@ -66,6 +66,7 @@ class Job:
     events: queue.SimpleQueue[tuple[Any, ...]] = field(default_factory=queue.SimpleQueue)
     cancel: threading.Event = field(default_factory=threading.Event)
     stopped: bool = False  # the consumer left; unlike ``cancel`` (the caller's), set by us
+    cached_tokens: int = 0  # prompt tokens whose key-value entries were reused, not computed
 
     @property
     def cancelled(self) -> bool:
