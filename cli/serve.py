@@ -89,6 +89,10 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Threads per model (default: the runtime's choice).")
     ] = None,
+    kv_cache_mb: Annotated[
+        int | None, typer.Option("--kv-cache-mb", min=16, help="Key-value memory per chat model, in MB "
+                                 "(default: half the memory this process may still use, cgroup limits included).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error or critical.")] = "info",
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; print the URL once it answers.")
@@ -116,6 +120,7 @@ def serve(
         max_concurrency=max_concurrency,
         grace_period=grace_period,
         threads=threads,
+        kv_cache_mb=kv_cache_mb,
     )
     startup = StartupState()
     app = create_app(settings, startup)
@@ -131,6 +136,10 @@ def serve(
                 ids = ", ".join(app.state.registry.ids)
                 url = Settings(host=settings.host, port=port_bound).url
                 out.print(f"onnxg ready at {url}/v1 serving {ids}", markup=False)
+                for name, chat in app.state.registry.chat.items():
+                    budget = getattr(chat, "stats", dict)().get("kv_budget_bytes")
+                    if budget:
+                        out.print(f"{name}: key-value memory budget {budget // 2**20} MB", markup=False)
 
     config = uvicorn.Config(
         app,

@@ -5,7 +5,8 @@ One scheduler thread per model runs steps. A step:
    last row into the hole, and their entries are kept in the prefix cache);
 2. admits waiting rows while the memory budget allows, copying the longest prefix already
    computed (by a running row, or kept in ``prefix.PrefixCache``) into the new row's slot;
-3. runs one chunk (``CHUNK`` tokens) of the prefilling row's prompt, if any;
+3. runs one chunk (``CHUNK`` tokens) of the prefilling row's prompt, if any (all but its last
+   token, which the decode pass computes);
 4. runs one decode pass over all rows: every row has its own length (``kvgraph``), so rows
    that joined at different times share the forward pass.
 
@@ -55,7 +56,7 @@ def sampler_finished(sampler: Any) -> bool:
     return bool(getattr(sampler, "finished", False))
 
 
-@dataclass
+@dataclass(eq=False)
 class _Seq:
     row: Row
     tokens: list[int]  # prompt, then every generated token
@@ -221,13 +222,13 @@ class BatchEngine:
         alive = [not s.gone for s in rows]
         if all(alive):
             return
-        for seq, ok in zip(rows, alive, strict=True):
+        for slot, (seq, ok) in enumerate(zip(rows, alive, strict=True)):
             if ok:
                 continue
             if not seq.row.finished:  # cancelled by its consumer
                 seq.row.finished = True
                 seq.row.job.events.put(("end", seq.row.index, "cancelled"))
-            self._keep_prefix(seq, rows.index(seq))
+            self._keep_prefix(seq, slot)
         count = sum(alive)
         holes = [i for i in range(count) if not alive[i]]
         tail = [i for i in range(count, len(rows)) if alive[i]]
@@ -358,16 +359,17 @@ class BatchEngine:
     # -- passes --------------------------------------------------------------------------
 
     def _prefill(self, seq: _Seq) -> None:
-        size = min(self.chunk, seq.pending)
+        """One chunk of the row's uncomputed tokens, all but the last: that one is always computed
+        by a decode pass, so a prompt gives the same logits whether its prefix came from the
+        cache or not (a prefill pass and a decode pass differ in the last bits)."""
+        size = min(self.chunk, seq.pending - 1)
         self._grow_for(seq.cached + size)
         if seq not in self._rows:
             return
         slot = self._rows.index(seq)
         ids = np.asarray([seq.tokens[seq.cached: seq.cached + size]])
-        logits = self.graph.run(ids, np.asarray([seq.cached]), self.buffers, slot)
+        self.graph.run(ids, np.asarray([seq.cached]), self.buffers, slot)
         seq.cached += size
-        if seq.pending == 0:
-            self._choose(seq, logits[0])
 
     def _decode(self, count: int) -> None:
         self._grow_for(max(s.cached for s in self._rows[:count]) + 1)

@@ -122,7 +122,8 @@ def plan(refs: list[str]) -> list[Planned]:
     return planned
 
 
-def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = True) -> Registry:
+def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = True,
+         kv_cache_mb: int | None = None) -> Registry:
     """Load and warm every model (blocking: call it off the event loop)."""
     from onnxg.runtime.chat import GenaiChatModel
     from onnxg.runtime.embed import OnnxEmbeddingModel
@@ -133,13 +134,16 @@ def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = T
             started = time.perf_counter()
             model: Model
             if item.kind == "chat":
-                model = GenaiChatModel.load(item.path, threads=threads)
+                model = GenaiChatModel.load(item.path, threads=threads, kv_cache_mb=kv_cache_mb)
             else:
                 model = OnnxEmbeddingModel.load(item.path, threads=threads)
             registry.add(item.id, model)
             if warmup:
                 model.warmup()
             log.info("loaded %s (%s) in %.1fs", item.id, item.kind, time.perf_counter() - started)
+            budget = getattr(model, "stats", dict)().get("kv_budget_bytes")
+            if budget:
+                log.info("%s: key-value memory budget %d MB", item.id, budget // 2**20)
     except OnnxgError:
         registry.close()
         raise

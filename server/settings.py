@@ -21,6 +21,9 @@ class Settings:
     """Seconds in-flight requests get to finish after SIGTERM / Ctrl-C."""
     threads: int | None = None
     """Intra-op threads per model (None: the runtime's choice)."""
+    kv_cache_mb: int | None = None
+    """Key-value memory budget per chat model, in MB (None: half the memory the process may
+    still use, cgroup limits included, when the model loads)."""
     warmup: bool = True
 
     @property
