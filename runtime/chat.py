@@ -95,7 +95,7 @@ class GenaiChatModel:
 
     @classmethod
     def load(cls, ref: str | Path, *, chat_template: str | None = None, threads: int | None = None,
-             engine: EngineChoice = "auto", kv_cache_mb: int | None = None) -> GenaiChatModel:
+             engine: EngineChoice = "auto", kv_cache_mb: float | None = None) -> GenaiChatModel:
         """``engine``: "auto" runs the continuous-batching engine where the graph allows it
         (``kvgraph.unsupported`` says where not) and onnxruntime-genai's Generator elsewhere;
         "batch" insists on the former, "genai" on the latter. ``kv_cache_mb``: the batch
@@ -116,7 +116,7 @@ class GenaiChatModel:
                 runner: Engine | BatchEngine = _genai_engine(og_model, config, tokenizer)
             else:
                 graph = kvgraph.DecoderGraph(path, config, threads=threads)
-                budget = kv_cache_mb * MB if kv_cache_mb else memory.default_kv_budget()
+                budget = int(kv_cache_mb * MB) if kv_cache_mb else memory.default_kv_budget()
                 runner = BatchEngine(graph, context_length=_context_length(config),
                                      eos_ids=_eos_ids(config["model"]), budget=budget)
         except ModelLoadError:
