@@ -199,14 +199,20 @@ async def complete(
     def run() -> Result:
         return collect(model.stream(prompt, opts, cancel), opts.n, logprobs=opts.logprobs)
 
+    failure: BaseException | None = None
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(_watch_disconnect, request, cancel, gone)
-            result = await anyio.to_thread.run_sync(run)
+            try:
+                result = await anyio.to_thread.run_sync(run)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, not wrapped in an ExceptionGroup
+                failure = exc
             group.cancel_scope.cancel()
     finally:
         cancel.set()
         slot.release()
+    if failure is not None:
+        raise failure
     if gone.is_set():
         raise client_gone()
     usage = wire_usage(result.usage)
