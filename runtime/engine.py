@@ -1,4 +1,5 @@
-"""The scheduler that runs every chat request of one model on onnxruntime-genai.
+"""The fallback scheduler: chat requests on onnxruntime-genai's Generator, for the graphs the
+continuous-batching engine (``batcher.py``) cannot drive (``kvgraph.unsupported`` says which).
 
 Callers (any number of threads) submit a ``Job`` (one prompt, n rows) and read its events
 from a queue. Each tick gathers the jobs that arrived since the last one into one batched
