@@ -88,6 +88,10 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Threads per model (default: the runtime's choice).")
     ] = DEFAULTS.threads,
+    kv_cache_mb: Annotated[
+        int | None, typer.Option("--kv-cache-mb", min=16, help="Key-value memory per chat model, in MB "
+                                 "(default: half the memory this process may still use, cgroup limits included).")
+    ] = DEFAULTS.kv_cache_mb,
     log_level: Annotated[str, typer.Option(help=", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1] + ".")
     ] = DEFAULTS.log_level,
     detach: Annotated[
@@ -101,7 +105,7 @@ def serve(
     settings = Settings(
         models=list(model or []), host=host, port=port, api_key=api_key or None,
         cors_origins=list(cors_origin or []), max_concurrency=max_concurrency, grace_period=grace_period,
-        threads=threads, log_level=log_level.lower(),
+        threads=threads, kv_cache_mb=kv_cache_mb, log_level=log_level.lower(),
     )
     if detach:
         start_detached(settings)
@@ -167,6 +171,10 @@ def run(settings: Settings) -> None:
                 ids = ", ".join(app.state.registry.ids)
                 url = Settings(host=settings.host, port=port_bound).url
                 out.print(f"onnxg ready at {url}/v1 serving {ids}", markup=False)
+                for name, chat in app.state.registry.chat.items():
+                    budget = getattr(chat, "stats", dict)().get("kv_budget_bytes")
+                    if budget:
+                        out.print(f"{name}: key-value memory budget {budget // 2**20} MB", markup=False)
 
     config = uvicorn.Config(
         app,

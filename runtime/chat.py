@@ -16,9 +16,10 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from onnxg.runtime import store
+from onnxg.runtime import kvgraph, memory, store
+from onnxg.runtime.batcher import BatchEngine
 from onnxg.runtime.contracts import Chunk, Message, Prompt, Result, TokenLogprob, Usage, collect
 from onnxg.runtime.engine import Engine, Job, Row
 from onnxg.runtime.errors import ContextLengthExceeded, GenerationError, InvalidRequest, ModelLoadError
@@ -30,6 +31,9 @@ from onnxg.runtime.textstream import THINK_OPEN, Detokenizer, ReasoningSplitter,
 from onnxg.runtime.chat_tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+EngineChoice = Literal["auto", "batch", "genai"]
 
 
 def _genai_config(folder: Path) -> dict[str, Any]:
@@ -69,41 +73,58 @@ class GenaiChatModel:
     path: Path
     context_length: int
 
-    def __init__(self, path: Path, config: dict[str, Any], og_model: Any, tokenizer: ChatTokenizer,
+    def __init__(self, path: Path, config: dict[str, Any], tokenizer: ChatTokenizer, engine: Engine | BatchEngine,
                  template: Template | None, template_error: Exception | None) -> None:
         self.path = path
         self.name = store.model_id(path)
-        model_config = config["model"]
-        search = config.get("search", {})
-        self.context_length = int(model_config.get("context_length") or search.get("max_length") or 2048)
+        self.context_length = _context_length(config)
         self._tokenizer = tokenizer
         self._template = template
         self._template_error = template_error
-        eos = _eos_ids(model_config)
-        pad = model_config.get("pad_token_id")
-        pad = int(pad[0] if isinstance(pad, list) else pad) if pad is not None else eos[0]
-        self._engine = Engine(og_model, context_length=self.context_length,
-                              vocab_size=int(model_config.get("vocab_size") or 0) or _vocab_size(tokenizer),
-                              eos_ids=eos, pad_id=pad, min_cache=_window(model_config))
+        self._engine = engine
         self._thinking = tokenizer.has_token(THINK_OPEN)
 
+    @property
+    def engine(self) -> str:
+        """"batch" (continuous batching on onnxruntime, ``batcher.py``) or "genai" (the fallback)."""
+        return "batch" if isinstance(self._engine, BatchEngine) else "genai"
+
+    def stats(self) -> dict[str, int]:
+        """Key-value memory and queue figures of the batch engine (empty on the fallback)."""
+        return self._engine.stats() if isinstance(self._engine, BatchEngine) else {}
+
     @classmethod
-    def load(cls, ref: str | Path, *, chat_template: str | None = None, threads: int | None = None) -> GenaiChatModel:
+    def load(cls, ref: str | Path, *, chat_template: str | None = None, threads: int | None = None,
+             engine: EngineChoice = "auto", kv_cache_mb: float | None = None) -> GenaiChatModel:
+        """``engine``: "auto" runs the continuous-batching engine where the graph allows it
+        (``kvgraph.unsupported`` says where not) and onnxruntime-genai's Generator elsewhere;
+        "batch" insists on the former, "genai" on the latter. ``kv_cache_mb``: the batch
+        engine's key-value memory budget (default: ``memory.default_kv_budget``)."""
         path = store.resolve(ref)
         config = _genai_config(path)
-        import onnxruntime_genai as og
-
+        reason = kvgraph.unsupported(path, config) if engine != "genai" else "asked for"
+        if reason and engine == "batch":
+            raise ModelLoadError(f"{path.name} cannot run on the batch engine: {reason}")
+        if reason and engine == "auto":
+            log.info("%s runs on onnxruntime-genai's Generator: %s", path.name, reason)
+        og_model = None
         try:
-            og_config = og.Config(str(path))
-            if threads:
-                og_config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-                    "intra_op_num_threads": int(threads), "inter_op_num_threads": 1}}}}))
-            og_model = og.Model(og_config)
+            if reason or not (path / "tokenizer.json").is_file():
+                og_model = _og_model(path, threads)
             tokenizer = ChatTokenizer(path, og_model)
+            if reason:
+                runner: Engine | BatchEngine = _genai_engine(og_model, config, tokenizer)
+            else:
+                graph = kvgraph.DecoderGraph(path, config, threads=threads)
+                budget = int(kv_cache_mb * MB) if kv_cache_mb else memory.default_kv_budget()
+                runner = BatchEngine(graph, context_length=_context_length(config),
+                                     eos_ids=_eos_ids(config["model"]), budget=budget)
+        except ModelLoadError:
+            raise
         except Exception as exc:
-            log.debug("onnxruntime-genai failed to load %s: %s", path, exc)
+            log.debug("onnxruntime could not load %s: %s", path, exc)
             raise ModelLoadError(
-                f"onnxruntime-genai could not load the model in {path.name} (its ONNX files or "
+                f"onnxruntime could not load the model in {path.name} (its ONNX files or "
                 "genai_config.json do not match)",
                 hint=f"run `onnxg check {path}` to see which part is broken",
             ) from None
@@ -111,7 +132,7 @@ class GenaiChatModel:
             template, error = load_template(path, chat_template), None
         except ModelLoadError as exc:  # no template: raw prompts still work
             template, error = None, exc
-        return cls(path, config, og_model, tokenizer, template, error)
+        return cls(path, config, tokenizer, runner, template, error)
 
     # -- prompts -------------------------------------------------------------------------
 
@@ -154,6 +175,9 @@ class GenaiChatModel:
             )
         limit = options.token_limit
         budget = room if limit is None else min(limit, room)
+        if isinstance(self._engine, BatchEngine):
+            budget = self._engine.row_budget(len(ids), budget if limit is not None else None, options.n,
+                                             "messages" if not isinstance(prompt, str) else "prompt")
         job = Job(prompt=ids, cancel=cancel or threading.Event())
         for i in range(options.n):
             sampler = Sampler(options, row=i)
@@ -191,7 +215,8 @@ class GenaiChatModel:
                     done += 1
                 if chunk is not None:
                     yield chunk
-            yield Usage(prompt_tokens=prompt_tokens, completion_tokens=sum(s.tokens for s in states))
+            yield Usage(prompt_tokens=prompt_tokens, completion_tokens=sum(s.tokens for s in states),
+                        cached_tokens=job.cached_tokens)
         finally:
             self._engine.leave(job)  # a consumer that stops reading frees its rows at once
 
@@ -271,6 +296,30 @@ class _ChoiceState:
         if self._pending_logprobs or finish is not None:
             logprobs, self._pending_logprobs = (self._pending_logprobs or None), []
         return Chunk(index=index, text=answer, reasoning=reasoning, logprobs=logprobs, finish_reason=finish)
+
+
+def _context_length(config: dict[str, Any]) -> int:
+    return int(config["model"].get("context_length") or config.get("search", {}).get("max_length") or 2048)
+
+
+def _og_model(path: Path, threads: int | None) -> Any:
+    import onnxruntime_genai as og
+
+    og_config = og.Config(str(path))
+    if threads:
+        og_config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+            "intra_op_num_threads": int(threads), "inter_op_num_threads": 1}}}}))
+    return og.Model(og_config)
+
+
+def _genai_engine(og_model: Any, config: dict[str, Any], tokenizer: ChatTokenizer) -> Engine:
+    model_config = config["model"]
+    eos = _eos_ids(model_config)
+    pad = model_config.get("pad_token_id")
+    pad = int(pad[0] if isinstance(pad, list) else pad) if pad is not None else eos[0]
+    return Engine(og_model, context_length=_context_length(config),
+                  vocab_size=int(model_config.get("vocab_size") or 0) or _vocab_size(tokenizer),
+                  eos_ids=eos, pad_id=pad, min_cache=_window(model_config))
 
 
 def _vocab_size(tokenizer: ChatTokenizer) -> int:

@@ -54,6 +54,7 @@ class Chunk:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose key-value entries were reused (prefix cache)
 
     @property
     def total_tokens(self) -> int:

@@ -1,4 +1,5 @@
-"""The scheduler that runs every chat request of one model on onnxruntime-genai.
+"""The fallback scheduler: chat requests on onnxruntime-genai's Generator, for the graphs the
+continuous-batching engine (``batcher.py``) cannot drive (``kvgraph.unsupported`` says which).
 
 Callers (any number of threads) submit a ``Job`` (one prompt, n rows) and read its events
 from a queue. Each tick gathers the jobs that arrived since the last one into one batched
@@ -66,6 +67,7 @@ class Job:
     events: queue.SimpleQueue[tuple[Any, ...]] = field(default_factory=queue.SimpleQueue)
     cancel: threading.Event = field(default_factory=threading.Event)
     stopped: bool = False  # the consumer left; unlike ``cancel`` (the caller's), set by us
+    cached_tokens: int = 0  # prompt tokens whose key-value entries were reused, not computed
 
     @property
     def cancelled(self) -> bool:

@@ -40,6 +40,18 @@ class InvalidRequest(OnnxgError):
     """A request or option with a bad value."""
 
 
+class KVBudgetExceeded(InvalidRequest):
+    """A request that can never fit the server's key-value memory budget."""
+
+    code = "kv_cache_exceeded"
+
+
+class QueueFull(OnnxgError):
+    """Too many requests wait for memory already; retry later."""
+
+    code = "rate_limit_exceeded"
+
+
 class ModelNotFound(OnnxgError):
     """No model (folder, store name or recipe) by that name."""
 

@@ -19,15 +19,16 @@ from onnxg.runtime.errors import InvalidRequest, ModelLoadError
 
 
 def load_model(ref: str | Path, *, threads: int | None = None, chat_template: str | None = None,
-               **embedding_options: Any) -> ChatModel | EmbeddingModel:
+               kv_cache_mb: float | None = None, **embedding_options: Any) -> ChatModel | EmbeddingModel:
     """The model in ``ref``, whatever its kind; ``embedding_options`` go to ``load_embedding``."""
     folder = store.resolve(ref)
     if layout.inspect(folder).require() == "chat":
-        return load_chat(folder, threads=threads, chat_template=chat_template)
+        return load_chat(folder, threads=threads, chat_template=chat_template, kv_cache_mb=kv_cache_mb)
     return load_embedding(folder, threads=threads, **embedding_options)
 
 
-def load_chat(ref: str | Path, *, threads: int | None = None, chat_template: str | None = None) -> ChatModel:
+def load_chat(ref: str | Path, *, threads: int | None = None, chat_template: str | None = None,
+              kv_cache_mb: float | None = None) -> ChatModel:
     """The chat model in ``ref``; an embedding folder is refused naming what it is."""
     folder = store.resolve(ref)
     kind = layout.inspect(folder).require()
@@ -36,7 +37,7 @@ def load_chat(ref: str | Path, *, threads: int | None = None, chat_template: str
                              hint="pass a chat model (`onnxg models` lists their kinds)", param="model")
     from onnxg.runtime.chat import GenaiChatModel
 
-    return GenaiChatModel.load(folder, threads=threads, chat_template=chat_template)
+    return GenaiChatModel.load(folder, threads=threads, chat_template=chat_template, kv_cache_mb=kv_cache_mb)
 
 
 def load_embedding(ref: str | Path, *, threads: int | None = None, pooling: str | None = None,

@@ -81,7 +81,7 @@ def create_app(settings: Settings, startup: StartupState | None = None, *,
 
     def build() -> Registry:
         if models is None:
-            return load(planned, threads=settings.threads, warmup=settings.warmup)
+            return load(planned, threads=settings.threads, warmup=settings.warmup, kv_cache_mb=settings.kv_cache_mb)
         registry = Registry.of(models)
         if settings.warmup:
             registry.warmup()

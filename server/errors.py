@@ -23,6 +23,8 @@ from onnxg.runtime.errors import (
     ConversionError,
     GenerationError,
     InvalidRequest,
+    KVBudgetExceeded,
+    QueueFull,
     ModelLoadError,
     ModelNotFound,
     OnnxgError,
@@ -68,6 +70,8 @@ STATUS: dict[type[OnnxgError], tuple[int, str]] = {
     OnnxgError: (400, "invalid_request_error"),
     InvalidRequest: (400, "invalid_request_error"),
     ContextLengthExceeded: (400, "invalid_request_error"),
+    KVBudgetExceeded: (400, "invalid_request_error"),
+    QueueFull: (429, "requests"),
     ModelNotFound: (404, "invalid_request_error"),
     ModelLoadError: (500, "server_error"),
     GenerationError: (500, "server_error"),
@@ -79,7 +83,8 @@ STATUS: dict[type[OnnxgError], tuple[int, str]] = {
 def from_onnxg(exc: OnnxgError) -> APIError:
     status, type_ = next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
     message = exc.message if not exc.hint else f"{exc.message} ({exc.hint})"
-    return APIError(status, message, type=type_, param=exc.param, code=exc.code)
+    headers = {"Retry-After": "1"} if status == 429 else None
+    return APIError(status, message, type=type_, param=exc.param, code=exc.code, headers=headers)
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -102,6 +107,11 @@ def busy(limit: int) -> APIError:
         code="rate_limit_exceeded",
         headers={"Retry-After": "1"},
     )
+
+
+def client_gone() -> APIError:
+    """A non-streamed request whose client left before the answer: nobody reads this (nginx's 499)."""
+    return APIError(499, "The client closed the request before the answer was ready.", code="client_closed_request")
 
 
 # ---------------------------------------------------------------- JSON bodies

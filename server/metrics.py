@@ -135,6 +135,30 @@ class Metrics:
             lines.append(f"{name}_count{_labels(names, key)} {hist.count}")
 
 
+_GAUGES = {
+    "kv_budget_bytes": "Key-value memory budget of the chat engine.",
+    "kv_used_bytes": "Key-value memory held by running rows now.",
+    "kv_peak_bytes": "Most key-value memory held at once (rows and prefix cache).",
+    "prefix_cache_bytes": "Key-value memory kept for prefix reuse.",
+    "prefix_cache_hit_tokens": "Prompt tokens copied from the prefix cache instead of computed.",
+    "rows_running": "Rows (choices) in the running batch.",
+    "rows_waiting": "Rows waiting for key-value memory.",
+    "rows_preempted": "Rows freed to make room and recomputed later.",
+}
+
+
+def model_gauges(models: dict[str, Any]) -> str:
+    """The chat engines' memory and queue figures (``GenaiChatModel.stats``), one gauge each."""
+    stats = {name: model.stats() for name, model in models.items() if hasattr(model, "stats")}
+    lines: list[str] = []
+    for key, help_ in _GAUGES.items():
+        values = [(name, s[key]) for name, s in stats.items() if key in s]
+        if values:
+            lines += [f"# HELP onnxg_{key} {help_}", f"# TYPE onnxg_{key} gauge"]
+            lines += [f'onnxg_{key}{{model="{_escape(name)}"}} {value}' for name, value in values]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def middleware(app: Any) -> Any:
     """ASGI middleware: in-flight gauge, request counts and latency (until the last byte)."""
 

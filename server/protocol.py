@@ -182,10 +182,15 @@ class ModelList(Struct):
     data: list[Model]
 
 
+class PromptTokensDetails(Struct):
+    cached_tokens: int = 0
+
+
 class Usage(Struct):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class TopLogprob(Struct):

@@ -122,7 +122,8 @@ def plan(refs: list[str]) -> list[Planned]:
     return planned
 
 
-def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = True) -> Registry:
+def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = True,
+         kv_cache_mb: int | None = None) -> Registry:
     """Load and warm every model (blocking: call it off the event loop)."""
     from onnxg.runtime.loading import load_model
 
@@ -130,11 +131,14 @@ def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = T
     try:
         for item in planned:
             started = time.perf_counter()
-            model: Model = load_model(item.path, threads=threads)
+            model: Model = load_model(item.path, threads=threads, kv_cache_mb=kv_cache_mb)
             registry.add(item.id, model)
             if warmup:
                 model.warmup()
             log.info("loaded %s (%s) in %.1fs", item.id, item.kind, time.perf_counter() - started)
+            budget = getattr(model, "stats", dict)().get("kv_budget_bytes")
+            if budget:
+                log.info("%s: key-value memory budget %d MB", item.id, budget // 2**20)
     except OnnxgError:
         registry.close()
         raise

@@ -30,6 +30,9 @@ class Settings:
     """Intra-op threads per model (None: the runtime's choice)."""
     log_level: str = "info"
     """One of ``LOG_LEVELS`` (uvicorn's and onnxg's loggers)."""
+    kv_cache_mb: int | None = None
+    """Key-value memory budget per chat model, in MB (None: half the memory the process may
+    still use, cgroup limits included, when the model loads)."""
     warmup: bool = True
 
     @property

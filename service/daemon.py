@@ -120,7 +120,8 @@ def same_models(record: records.Record, models: Sequence[str]) -> bool:
 # key travels in the environment, since a command line shows in `ps`).
 SERVE_FLAGS = {
     "host": "--host", "port": "--port", "cors_origins": "--cors-origin", "max_concurrency": "--max-concurrency",
-    "grace_period": "--grace-period", "threads": "--threads", "log_level": "--log-level",
+    "grace_period": "--grace-period", "threads": "--threads", "kv_cache_mb": "--kv-cache-mb",
+    "log_level": "--log-level",
 }
 _NOT_FLAGS = {"models", "api_key"}
 

@@ -128,7 +128,7 @@ async def chat_completions(request: Request, registry: Registry, slots: Slots, m
     if req.stream:
         return await stream_response(model, model_id, messages, opts, ChatFormat(model_id, opts.n, opts.logprobs),
                                      stream_options=req.stream_options, slots=slots, metrics=metrics, started=started)
-    result, usage = await complete(model, model_id, messages, opts, slots=slots, metrics=metrics)
+    result, usage = await complete(request, model, model_id, messages, opts, slots=slots, metrics=metrics)
     choices = [
         ChatChoice(
             index=c.index,

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from onnxg import __version__
 from onnxg.server.bridge import ThreadedIterator
-from onnxg.server.errors import sse_error
+from onnxg.server.errors import client_gone, sse_error
 from onnxg.server.limits import Slot, Slots
 from onnxg.server.metrics import Metrics
-from onnxg.server.protocol import StreamOptions, Usage
+from onnxg.server.protocol import PromptTokensDetails, StreamOptions, Usage
 
 if TYPE_CHECKING:
     from litestar.response import Stream
@@ -147,7 +147,8 @@ def event_stream(
 
 def wire_usage(usage: Any) -> Usage:
     """OpenAI's usage object from the runtime's token counts (a ``runtime.chat.Usage``)."""
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens)
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens,
+                 PromptTokensDetails(getattr(usage, "cached_tokens", 0)))
 
 
 async def stream_response(
@@ -182,17 +183,50 @@ async def stream_response(
 
 
 async def complete(
-    model: GenaiChatModel, model_id: str, prompt: Any, opts: GenerationOptions, *, slots: Slots, metrics: Metrics
+    request: Any, model: GenaiChatModel, model_id: str, prompt: Any, opts: GenerationOptions, *, slots: Slots,
+    metrics: Metrics,
 ) -> tuple[Result, Usage]:
     """One non-streamed chat or legacy completion, holding a concurrency slot meanwhile:
-    the runtime's result (for the route to shape) and its usage."""
+    the runtime's result (for the route to shape) and its usage. A client that disconnects
+    meanwhile cancels the generation (its rows are freed at the next step)."""
     import anyio
 
+    from onnxg.runtime.contracts import collect
+
     slot = slots.acquire()
+    cancel, gone = threading.Event(), threading.Event()
+
+    def run() -> Result:
+        return collect(model.stream(prompt, opts, cancel), opts.n, logprobs=opts.logprobs)
+
+    failure: BaseException | None = None
     try:
-        result = await anyio.to_thread.run_sync(model.complete, prompt, opts)
+        async with anyio.create_task_group() as group:
+            group.start_soon(_watch_disconnect, request, cancel, gone)
+            try:
+                result = await anyio.to_thread.run_sync(run)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, not wrapped in an ExceptionGroup
+                failure = exc
+            group.cancel_scope.cancel()
     finally:
+        cancel.set()
         slot.release()
+    if failure is not None:
+        raise failure
+    if gone.is_set():
+        raise client_gone()
     usage = wire_usage(result.usage)
     metrics.tokens(model_id, usage.prompt_tokens, usage.completion_tokens)
     return result, usage
+
+
+async def _watch_disconnect(request: Any, cancel: threading.Event, gone: threading.Event) -> None:
+    """Wait for the ASGI ``http.disconnect`` of a request whose body was read, then set ``cancel``."""
+    if request is None:
+        return
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            gone.set()
+            cancel.set()
+            return

@@ -105,7 +105,7 @@ async def completions(request: Request, registry: Registry, slots: Slots, metric
         fmt = CompletionFormat(model_id, opts.n, echo, opts.logprobs)
         return await stream_response(model, model_id, prompt, opts, fmt,
                                      stream_options=req.stream_options, slots=slots, metrics=metrics, started=started)
-    result, usage = await complete(model, model_id, prompt, opts, slots=slots, metrics=metrics)
+    result, usage = await complete(request, model, model_id, prompt, opts, slots=slots, metrics=metrics)
     choices = [
         CompletionChoice(
             text=echo + c.text,

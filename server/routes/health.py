@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Response, get
 
-from onnxg.server.metrics import Metrics
+from onnxg.server.metrics import Metrics, model_gauges
 from onnxg.server.protocol import ENCODER, Health
 from onnxg.server.registry import Registry
 
@@ -15,5 +15,6 @@ async def health(registry: Registry) -> Response:
 
 
 @get("/metrics", summary="Prometheus metrics.", tags=["Service"])
-async def metrics_text(metrics: Metrics) -> Response:
-    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+async def metrics_text(metrics: Metrics, registry: Registry) -> Response:
+    text = metrics.render() + model_gauges(registry.chat)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
