@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxg.runtime import graphinfo
+from onnxg.runtime import layout
 
 PLAIN_INPUTS = {"input_ids", "attention_mask", "past_key_names", "past_value_names"}
 PLAIN_OUTPUTS = {"logits", "present_key_names", "present_value_names"}
@@ -45,7 +45,7 @@ def unsupported(folder: Path, config: dict[str, Any]) -> str | None:
     window = decoder.get("sliding_window") or {}
     if isinstance(window, dict) and window.get("slide_key_value_cache"):
         return "a sliding key-value cache"
-    io = graphinfo.read(folder / decoder.get("filename", "model.onnx"))
+    io = layout.read_graph(folder / decoder.get("filename", "model.onnx"))
     names = {v.name: v for v in io.inputs}
     past = names.get(decoder["inputs"]["past_key_names"] % 0)
     if past is None or len(past.shape) != 4 or past.elem_type not in _DTYPES:
