@@ -105,7 +105,8 @@ def test_cors_only_for_given_origins(server: ServerProcess) -> None:
         ({"messages": USER, "n": 0}, "n"),
         ({"messages": USER, "top_logprobs": 50, "logprobs": True}, "top_logprobs"),
         ({"messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}] * 2},
+         "tools[1].function.name"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
             "messages[0].content[0].type",
