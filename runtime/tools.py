@@ -63,6 +63,7 @@ class Family:
         return self.list_open + body + self.list_close
 
 
+MAX_CALLS = 8  # parallel calls in one reply: a small model would otherwise repeat its call until max_tokens
 _OBJ = '{"name": "'
 FAMILIES = {
     "hermes": Family("hermes", "", '<tool_call>\n{"name": "', '", "arguments": ', "}\n</tool_call>", "\n", ""),
@@ -130,7 +131,8 @@ def grammar_for(options: GenerationOptions, family: Family, special: Callable[[s
         lines.append(f"call_{i}: {_lark_text(family.call_open + tool.name + family.args_key, special)} "
                      f"{json_rule(tool.schema)} {_lark_text(family.call_close, special)}")
     lines.append("call: " + " | ".join(f"call_{i}" for i in range(len(tools))))
-    more = f"({_lark_text(family.sep, special)} call)*" if family.parallel and options.parallel_tool_calls else ""
+    more = (f"({_lark_text(family.sep, special)} call){{0,{MAX_CALLS - 1}}}"
+            if family.parallel and options.parallel_tool_calls else "")
     opening = _lark_text(family.list_open, special) if family.list_open else ""
     closing = _lark_text(family.list_close, special) if family.list_close else ""
     lines.append(f"calls: {opening} call {more} {closing}")
