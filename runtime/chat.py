@@ -163,9 +163,9 @@ class GenaiChatModel:
                 self._grammar_tokenizer = GrammarTokenizer(source, self._eos, self._engine.vocab_size)
         grammar_tokenizer = self._grammar_tokenizer
 
-        def special(text: str) -> bool:
+        def special(text: str) -> int | None:
             token = self._tokenizer.token_id(text)
-            return token is not None and grammar_tokenizer.is_special(token)
+            return token if token is not None and grammar_tokenizer.is_special(token) else None
 
         lark = tool_calls.grammar_for(options, self.tool_family, special)
         if lark is None:

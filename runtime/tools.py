@@ -103,20 +103,22 @@ def detect(template: str | None, has_token: Callable[[str], bool]) -> Family:
 # ---------------------------------------------------------------- grammars
 
 
-def _lark_text(text: str, special: Callable[[str], bool]) -> str:
-    """``text`` as a Lark sequence: special tokens as ``<token>``, the rest as string literals."""
+def _lark_text(text: str, special: Callable[[str], int | None]) -> str:
+    """``text`` as a Lark sequence: special tokens by id (``<[id]>``), the rest as string literals."""
     import re
 
     parts = []
     for piece in re.split(r"(<\|?/?[A-Za-z_]+\|?>|\[[A-Z_]+\])", text):
         if not piece:
             continue
-        parts.append(piece if piece[0] in "<[" and special(piece) else lark_literal(piece))
+        token = special(piece) if piece[0] in "<[" else None
+        parts.append(f"<[{token}]>" if token is not None else lark_literal(piece))
     return " ".join(parts) if parts else '""'
 
 
-def grammar_for(options: GenerationOptions, family: Family, special: Callable[[str], bool]) -> str | None:
-    """The Lark grammar a reply must match, or None when it is free text."""
+def grammar_for(options: GenerationOptions, family: Family, special: Callable[[str], int | None]) -> str | None:
+    """The Lark grammar a reply must match, or None when it is free text. ``special(text)`` is
+    the id of the special token ``text``, or None when the tokenizer has no such special token."""
     fmt = options.response_format
     text_rule = None
     if fmt is not None and fmt.type != "text":
@@ -140,7 +142,8 @@ def grammar_for(options: GenerationOptions, family: Family, special: Callable[[s
         lines.insert(0, "start: calls")
     else:
         first = family.trigger[0]
-        before = "TEXT? " if family.trigger.startswith("<") and special(family.trigger.split(">")[0] + ">") else ""
+        opener = _lark_text(family.trigger, special).split(" ")[0]
+        before = "TEXT? " if opener.startswith("<[") else ""  # text may precede a special-token call
         text = text_rule or "TEXT"
         if text_rule is None:
             lines.append(f"TEXT: /[^{_regex_escape(first)}](.|\\n)*/")
@@ -165,13 +168,14 @@ def prepare(messages: list[dict[str, Any]], tools: Sequence[Tool], family: Famil
     a ``tool`` message must answer a call made before it. A template that knows no tools gets
     the generic system prompt, and the history's calls written in the generic syntax."""
     out: list[dict[str, Any]] = []
-    pending: set[str] = set()
+    pending: dict[str, str] = {}
     for i, m in enumerate(messages):
         item = dict(m)
         calls = item.get("tool_calls")
         if item.get("role") == "assistant" and calls:
             item["tool_calls"] = [_history_call(call, f"messages[{i}].tool_calls[{j}]") for j, call in enumerate(calls)]
-            pending.update(c["id"] for c in item["tool_calls"] if c.get("id"))
+            item["content"] = item.get("content") or ""  # templates concatenate it
+            pending.update((c["id"], c["function"]["name"]) for c in item["tool_calls"] if c.get("id"))
             if not template_knows_tools:
                 written = family.write([(c["function"]["name"], json.dumps(c["function"]["arguments"]))
                                         for c in item["tool_calls"]])
@@ -181,6 +185,8 @@ def prepare(messages: list[dict[str, Any]], tools: Sequence[Tool], family: Famil
             if not isinstance(call_id, str) or call_id not in pending:
                 raise InvalidRequest(f"messages[{i}] is a tool result for {call_id!r}, which answers no tool call "
                                      "of an earlier assistant message", param=f"messages[{i}].tool_call_id")
+            if not template_knows_tools:  # templates without tools drop (or refuse) the tool role
+                item = {"role": "user", "content": f"Result of {pending[call_id]}: {item.get('content') or ''}"}
         out.append(item)
     if not tools:
         return out, None
