@@ -122,7 +122,7 @@ def _options(options: Mapping[str, Any]) -> Any:
 def chat(
     prompt: str | Sequence[Message | Mapping[str, str]], *, model: str | Path | ChatModel | None = ...,
     system: str | None = ..., stream: Literal[False] = ..., **options: Any,
-) -> str: ...
+) -> str | list[dict[str, Any]]: ...
 @overload
 def chat(
     prompt: str | Sequence[Message | Mapping[str, str]], *, model: str | Path | ChatModel | None = ...,
@@ -135,12 +135,14 @@ def chat(
     system: str | None = None,
     stream: bool = False,
     **options: Any,
-) -> str | Iterator[str]:
+) -> str | list[dict[str, Any]] | Iterator[str]:
     """Answer ``prompt`` (a user message, or a list of messages) with a chat model.
 
-    ``options`` are the OpenAI sampling names of ``GenerationOptions`` (``max_tokens``,
-    ``temperature``, ``top_p``, ``top_k``, ``stop``, ``seed``, ...). Returns the answer text,
-    or with ``stream=True`` an iterator of text pieces. Example::
+    ``options`` are the OpenAI names of ``GenerationOptions`` (``max_tokens``,
+    ``temperature``, ``top_p``, ``top_k``, ``stop``, ``seed``, ``response_format``, ``tools``,
+    ``tool_choice``, ...). Returns the answer text, or with ``stream=True`` an iterator of text
+    pieces; a reply that calls tools (not streamed) returns the calls instead, as a list of
+    ``{"id", "name", "arguments"}`` dicts with ``arguments`` parsed. Example::
 
         onnxg.chat("What is the capital of France?", temperature=0, max_tokens=32)
     """
@@ -151,7 +153,12 @@ def chat(
     engine = load_chat(model)
     if stream:
         return _pieces(engine, messages, opts)
-    return engine.complete(messages, opts).choices[0].text
+    choice = engine.complete(messages, opts).choices[0]
+    if choice.tool_calls:
+        import json
+
+        return [{"id": c.id, "name": c.name, "arguments": json.loads(c.arguments)} for c in choice.tool_calls]
+    return choice.text
 
 
 def _pieces(engine: ChatModel, messages: list[Message], opts: Any) -> Iterator[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -46,13 +47,18 @@ def chat(
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for the model.")] = None,
     as_json: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Time to first token and tokens/s on stderr.")] = False,
+    json_schema: Annotated[
+        Path | None, typer.Option("--json-schema", help="Reply with JSON valid for this JSON-schema file (enforced).")
+    ] = None,
+    json_object: Annotated[bool, typer.Option("--json-object", help="Reply with one JSON object (enforced).")] = False,
 ) -> None:
     from onnxg.runtime import loading
     from onnxg.runtime.contracts import Message
     from onnxg.runtime.options import GenerationOptions
 
     options = GenerationOptions.from_openai(
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stop
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stop,
+        response_format=_response_format(json_schema, json_object),
     )
     if chat_template is not None and not chat_template.is_file():
         raise InvalidRequest(f"chat template file not found: {chat_template}", param="chat_template")
@@ -87,6 +93,21 @@ def _model_ref(model: str | None) -> str | Path:
     from onnxg.convert import defaults
 
     return defaults.resolve(model, step) if model else defaults.default_model("chat", step)
+
+
+def _response_format(schema_file: Path | None, json_object: bool) -> dict[str, Any] | None:
+    """``--json-schema FILE`` / ``--json-object`` as OpenAI's response_format."""
+    if schema_file is None:
+        return {"type": "json_object"} if json_object else None
+    if json_object:
+        raise InvalidRequest("use --json-schema or --json-object, not both", param="json_schema")
+    try:
+        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the JSON schema {schema_file}: {exc.strerror}", param="json_schema") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"{schema_file} is not JSON: {exc}", param="json_schema") from None
+    return {"type": "json_schema", "json_schema": {"name": schema_file.stem, "schema": schema, "strict": True}}
 
 
 def _stream_reply(llm: ChatModel, messages: list[Message], options: GenerationOptions, verbose: bool,

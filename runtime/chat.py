@@ -28,6 +28,7 @@ from onnxg.runtime.options import GenerationOptions
 from onnxg.runtime.sampling import Sampler
 from onnxg.runtime.template import Template, load_template
 from onnxg.runtime.textstream import THINK_OPEN, Detokenizer, ReasoningSplitter, StopMatcher
+from onnxg.runtime import tools as tool_calls
 from onnxg.runtime.chat_tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class GenaiChatModel:
         self._template_error = template_error
         self._engine = engine
         self._thinking = tokenizer.has_token(THINK_OPEN)
+        self._eos = _eos_ids(config["model"])
+        self._vocab_size = int(config["model"].get("vocab_size") or 0) or _vocab_size(tokenizer)
+        self._grammar_tokenizer: Any = None
+        self._grammar_lock = threading.Lock()
+        self.tool_family = tool_calls.detect(template.source if template else None, tokenizer.has_token)
 
     @property
     def engine(self) -> str:
@@ -136,7 +142,9 @@ class GenaiChatModel:
 
     # -- prompts -------------------------------------------------------------------------
 
-    def render(self, messages: Sequence[Message | dict[str, Any]]) -> str:
+    def render(self, messages: Sequence[Message | dict[str, Any]], options: GenerationOptions | None = None) -> str:
+        """The prompt text: the template rendered as transformers renders it, with the
+        request's tools (when it may call them) and the history's tool calls."""
         if self._template is None:
             raise self._template_error or ModelLoadError(f"{self.name} has no chat template")
         items = []
@@ -147,23 +155,51 @@ class GenaiChatModel:
             items.append(item)
         if not items:
             raise InvalidRequest("messages must not be empty", param="messages")
-        return self._template.render(items, add_generation_prompt=True)
+        offered = options.tools if options is not None and options.calls_tools else ()
+        items, tools = tool_calls.prepare(items, offered, self.tool_family, self._template.knows_tools)
+        extra = {"tools": tools} if tools else {}
+        return self._template.render(items, add_generation_prompt=True, **extra)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, special=False))
 
-    def _prompt_ids(self, prompt: Prompt) -> tuple[list[int], str]:
+    def _prompt_ids(self, prompt: Prompt, options: GenerationOptions) -> tuple[list[int], str]:
         if isinstance(prompt, str):
             return self._tokenizer.encode(prompt, special=True), prompt
-        text = self.render(prompt)
-        return self._tokenizer.encode(text, special=False), text
+        text = self.render(prompt, options)
+        return self._tokenizer.encode_chat(text, _literal_texts(prompt)), text
+
+    def _constraints(self, options: GenerationOptions) -> list[Any]:
+        """One grammar constraint per choice, or Nones when the reply is free text."""
+        if not options.constrained:
+            return [None] * options.n
+        param = "tools" if options.calls_tools else "response_format"
+        with self._grammar_lock:
+            if self._grammar_tokenizer is None:
+                source = self._tokenizer.json_text()
+                if source is None:
+                    raise InvalidRequest(f"{self.name} has no tokenizer.json, which constrained output needs",
+                                         param=param)
+                from onnxg.runtime.grammar import GrammarTokenizer
+
+                self._grammar_tokenizer = GrammarTokenizer(source, self._eos, self._vocab_size)
+        grammar_tokenizer = self._grammar_tokenizer
+
+        def special(text: str) -> int | None:
+            token = self._tokenizer.token_id(text)
+            return token if token is not None and grammar_tokenizer.is_special(token) else None
+
+        lark = tool_calls.grammar_for(options, self.tool_family, special)
+        if lark is None:
+            return [None] * options.n
+        return [grammar_tokenizer.constraint(lark, param) for _ in range(options.n)]
 
     # -- generation ----------------------------------------------------------------------
 
     def stream(self, prompt: Prompt, options: GenerationOptions,
                cancel: threading.Event | None = None) -> Iterator[Chunk | Usage]:
         """Chunks of all n choices interleaved, then one Usage. Errors come before the first item."""
-        ids, text = self._prompt_ids(prompt)
+        ids, text = self._prompt_ids(prompt, options)
         if not ids:
             raise InvalidRequest("the prompt is empty", param="messages" if not isinstance(prompt, str) else "prompt")
         room = self.context_length - len(ids)
@@ -179,12 +215,14 @@ class GenaiChatModel:
             budget = self._engine.row_budget(len(ids), budget if limit is not None else None, options.n,
                                              "messages" if not isinstance(prompt, str) else "prompt")
         job = Job(prompt=ids, cancel=cancel or threading.Event())
+        constraints = self._constraints(options)
         for i in range(options.n):
-            sampler = Sampler(options, row=i)
+            sampler = Sampler(options, row=i, constraint=constraints[i])
             sampler.remember_prompt(ids)
             job.rows.append(Row(job=job, index=i, sampler=sampler, prompt=ids, budget=budget))
         in_think = text.rstrip().endswith(THINK_OPEN) and not isinstance(prompt, str)
-        return self._consume(job, options, len(ids), in_think)
+        items = self._consume(job, options, len(ids), in_think)
+        return tool_calls.read_calls(items, self.tool_family, options.n) if options.calls_tools else items
 
     def _consume(self, job: Job, options: GenerationOptions, prompt_tokens: int,
                  in_think: bool) -> Iterator[Chunk | Usage]:
@@ -320,6 +358,16 @@ def _genai_engine(og_model: Any, config: dict[str, Any], tokenizer: ChatTokenize
     return Engine(og_model, context_length=_context_length(config),
                   vocab_size=int(model_config.get("vocab_size") or 0) or _vocab_size(tokenizer),
                   eos_ids=eos, pad_id=pad, min_cache=_window(model_config))
+
+
+def _literal_texts(messages: Sequence[Message | dict[str, Any]]) -> list[str]:
+    """What users, tools and system prompts wrote: text that must never become control tokens."""
+    texts = []
+    for m in messages:
+        role, content = (m.role, m.content) if isinstance(m, Message) else (m.get("role"), m.get("content"))
+        if role != "assistant" and isinstance(content, str) and content:
+            texts.append(content)
+    return texts
 
 
 def _vocab_size(tokenizer: ChatTokenizer) -> int:

@@ -41,11 +41,15 @@ class ChatTokenizer:
         self._hf: Any = None
         self._og: Any = None
         self._byte_level = False
+        self._folder = folder
+        self._controls: list[str] = []
+        self._plain: Any = None  # the same tokenizer, reading control-token text as plain text
         if (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
             self._hf = Tokenizer.from_file(str(folder / "tokenizer.json"))
             self._byte_level = _uses_byte_level(folder)
+            self._controls = [t.content for t in self._hf.get_added_tokens_decoder().values() if t.special]
         else:
             import onnxruntime_genai as og
 
@@ -57,6 +61,45 @@ class ChatTokenizer:
         if self._hf is not None:
             return self._hf.encode(text, add_special_tokens=special).ids
         return [int(i) for i in self._og.encode(text)]
+
+    def encode_chat(self, text: str, literals: Sequence[str]) -> list[int]:
+        """A rendered chat prompt's ids, where control tokens come from the template alone.
+
+        ``literals`` are what users, tools and system prompts wrote: a control token's text in
+        them ("Hi<|im_end|>\n<|im_start|>system ...") is tokenized as plain text, so nobody can
+        forge a turn. Prompts without such text tokenize exactly as transformers does."""
+        if self._hf is None:
+            return self.encode(text, special=False)
+        forged = [t for t in literals if any(c in t for c in self._controls)]
+        if not forged:
+            return self.encode(text, special=False)
+        if self._plain is None:
+            from tokenizers import Tokenizer
+
+            plain = Tokenizer.from_file(str(self._folder / "tokenizer.json"))
+            plain.encode_special_tokens = True
+            self._plain = plain
+        ids: list[int] = []
+        at = 0
+        for literal in forged:
+            found = text.find(literal, at)
+            if found < 0:
+                continue
+            if found > at:
+                ids += self._hf.encode(text[at:found], add_special_tokens=False).ids
+            ids += self._plain.encode(literal, add_special_tokens=False).ids
+            at = found + len(literal)
+        if at < len(text):
+            ids += self._hf.encode(text[at:], add_special_tokens=False).ids
+        return ids
+
+    def json_text(self) -> str | None:
+        """tokenizer.json as text (what the grammar engine reads), or None without one."""
+        path = self._folder / "tokenizer.json"
+        return path.read_text(encoding="utf-8") if self._hf is not None and path.is_file() else None
+
+    def token_id(self, text: str) -> int | None:
+        return self._hf.token_to_id(text) if self._hf is not None else None
 
     def decode(self, ids: Sequence[int]) -> str:
         if not ids:

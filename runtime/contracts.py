@@ -40,6 +40,24 @@ class TokenLogprob:
 
 
 @dataclass
+class ToolCallDelta:
+    """A piece of one tool call as it streams: the first carries ``id`` and ``name``, the
+    later ones fragments of ``arguments`` (a JSON text once joined)."""
+
+    index: int  # which call of the choice
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass
 class Chunk:
     """A piece of one choice's output, as it streams."""
 
@@ -48,6 +66,7 @@ class Chunk:
     reasoning: str = ""
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 @dataclass
@@ -68,6 +87,7 @@ class Choice:
     reasoning: str | None
     finish_reason: str
     logprobs: list[TokenLogprob] | None
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass
@@ -81,6 +101,7 @@ def collect(items: Iterator[Chunk | Usage], n: int, *, logprobs: bool) -> Result
     texts, reasoning = [""] * n, [""] * n
     probs: list[list[TokenLogprob] | None] = [[] if logprobs else None for _ in range(n)]
     finish = ["stop"] * n
+    calls: list[list[ToolCall]] = [[] for _ in range(n)]
     usage = Usage(0, 0)
     for item in items:
         if isinstance(item, Usage):
@@ -93,8 +114,12 @@ def collect(items: Iterator[Chunk | Usage], n: int, *, logprobs: bool) -> Result
             row.extend(item.logprobs)
         if item.finish_reason:
             finish[item.index] = item.finish_reason
+        for delta in item.tool_calls or ():
+            if delta.id is not None:
+                calls[item.index].append(ToolCall(delta.id, delta.name or "", ""))
+            calls[item.index][delta.index].arguments += delta.arguments
     choices = [Choice(index=i, text=texts[i], reasoning=reasoning[i] or None, finish_reason=finish[i],
-                      logprobs=probs[i]) for i in range(n)]
+                      logprobs=probs[i], tool_calls=calls[i] or None) for i in range(n)]
     return Result(choices=choices, usage=usage)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from onnxg.runtime.errors import InvalidRequest
+from onnxg.runtime.structured import ResponseFormat, Tool, ToolChoice
 
 MAX_STOPS = 4  # OpenAI's limit on stop sequences
 
@@ -88,6 +89,10 @@ class GenerationOptions:
     n: int = _option(1, Bound(int, 1, 128))
     logprobs: bool = _option(False, Bound(bool))
     top_logprobs: int = _option(0, Bound(int, 0, 20))  # needs logprobs
+    response_format: ResponseFormat | None = _option(None)  # OpenAI's dict, or one of ours
+    tools: tuple[Tool, ...] = _option(())  # OpenAI's list of {"type": "function", "function": {...}}
+    tool_choice: ToolChoice | None = _option(None)  # "none" | "auto" | "required" | {"type": "function", ...}
+    parallel_tool_calls: bool = _option(True, Bound(bool))
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -97,6 +102,11 @@ class GenerationOptions:
         object.__setattr__(self, "stop", _stops(self.stop))
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequest("top_logprobs needs logprobs set to true", param="top_logprobs")
+        from onnxg.runtime import structured
+
+        object.__setattr__(self, "response_format", structured.response_format(self.response_format))
+        object.__setattr__(self, "tools", structured.tools(self.tools))
+        object.__setattr__(self, "tool_choice", structured.tool_choice(self.tool_choice, self.tools))
 
     @classmethod
     def from_openai(cls, **values: Any) -> GenerationOptions:
@@ -108,6 +118,16 @@ class GenerationOptions:
                 f"unknown generation option {unknown[0]!r}", hint="known: " + ", ".join(sorted(known)), param=unknown[0]
             )
         return cls(**{name: value for name, value in values.items() if value is not None})
+
+    @property
+    def calls_tools(self) -> bool:
+        """The reply may (or must) call a tool."""
+        return bool(self.tools) and self.tool_choice is not None and self.tool_choice.mode != "none"
+
+    @property
+    def constrained(self) -> bool:
+        """A grammar shapes the reply (a JSON response format, or tools that may be called)."""
+        return self.calls_tools or (self.response_format is not None and self.response_format.type != "text")
 
     @property
     def token_limit(self) -> int | None:

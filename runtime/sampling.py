@@ -12,9 +12,14 @@ output, then temperature, top-k, top-p) and OpenAI's penalty formula
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from onnxg.runtime.options import GenerationOptions
+
+if TYPE_CHECKING:
+    from onnxg.runtime.grammar import Constraint
 
 _CANDIDATES = 256  # top-p looks at the best this many first, and sorts everything only if needed
 _SEED_MASK = 0xFFFFFFFFFFFFFFFF
@@ -28,8 +33,10 @@ class Sampler:
     temperature near 0 nears greedy, and a row whose scores are all -inf picks uniformly.
     """
 
-    def __init__(self, options: GenerationOptions | None = None, row: int = 0) -> None:
+    def __init__(self, options: GenerationOptions | None = None, row: int = 0,
+                 constraint: Constraint | None = None) -> None:
         self.options = options if options is not None else GenerationOptions()
+        self.constraint = constraint  # a grammar the row must follow (grammar.py), or None
         seed = self.options.seed
         self.rng = np.random.default_rng(None if seed is None else [seed & _SEED_MASK, row])
         self._counts: dict[int, int] = {}
@@ -48,7 +55,15 @@ class Sampler:
         if self.options.repetition_penalty != 1.0:
             self._seen.update(int(i) for i in ids)
 
+    @property
+    def finished(self) -> bool:
+        """The row's grammar is complete: only end-of-sequence can follow (which ``choose``
+        then picks); a row without a grammar is never finished by it."""
+        return self.constraint is not None and self.constraint.finished
+
     def remember(self, token: int) -> None:
+        if self.constraint is not None:
+            self.constraint.advance(token)
         if self.options.presence_penalty or self.options.frequency_penalty:
             self._counts[token] = self._counts.get(token, 0) + 1
         if self.options.repetition_penalty != 1.0:
@@ -77,8 +92,10 @@ class Sampler:
         return out
 
     def choose(self, logits: np.ndarray) -> int:
-        """The next token for one row of raw logits (float32 [vocab])."""
+        """The next token for one row of raw logits (float32 [vocab]); one the row's grammar allows."""
         scores = self._penalised(logits)
+        if self.constraint is not None:
+            self.constraint.mask(scores)
         if self.greedy:
             return int(np.argmax(scores))
         with np.errstate(over="ignore"):

@@ -81,6 +81,19 @@ def compile_template(template: str) -> Any:
         ) from None
 
 
+@lru_cache(maxsize=64)
+def template_variables(template: str) -> frozenset[str]:
+    """The variables a template reads from its context (``messages``, ``tools``, ...)."""
+    import jinja2.meta
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(extensions=[_generation_extension(), "jinja2.ext.loopcontrols"])
+    try:
+        return frozenset(jinja2.meta.find_undeclared_variables(env.parse(template)))
+    except Exception:  # noqa: BLE001 - compile_template reports a template that does not parse
+        return frozenset()
+
+
 def render(template: str, messages: list[dict[str, Any]], *, bos_token: str | None = None,
            eos_token: str | None = None, add_generation_prompt: bool = True, **extra: Any) -> str:
     """The prompt text for ``messages`` (dicts with ``role`` and ``content``)."""
@@ -103,6 +116,11 @@ class Template:
     source: str
     origin: str  # where it came from: a file path, "tokenizer_config.json", or "override"
     special_tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def knows_tools(self) -> bool:
+        """The template renders ``tools`` (it reads the variable), as tool-trained models' do."""
+        return "tools" in template_variables(self.source)
 
     def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True, **extra: Any) -> str:
         tokens = {k: v for k, v in self.special_tokens.items() if k not in extra}

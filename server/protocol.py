@@ -45,14 +45,13 @@ class ChatMessage(Struct):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[Any] | None = None  # assistant: the calls it made (checked by runtime/tools.py)
+    tool_call_id: str | None = None  # tool: the call it answers
+    function_call: Any = None  # legacy assistant call: {"name", "arguments"}
 
 
 class StreamOptions(Struct):
     include_usage: bool | None = None
-
-
-class ResponseFormat(Struct):
-    type: str
 
 
 class _SamplingRequest(Struct, kw_only=True):
@@ -85,27 +84,42 @@ class ChatCompletionRequest(_SamplingRequest, kw_only=True):
     top_logprobs: Annotated[int, _ranged("top_logprobs")] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    response_format: ResponseFormat | None = None
+    response_format: Any = None  # {"type": "text" | "json_object" | "json_schema", ...}
     tools: list[Any] | None = None
-    functions: list[Any] | None = None
+    tool_choice: Any = None  # "none" | "auto" | "required" | {"type": "function", "function": {"name"}}
+    parallel_tool_calls: bool | None = None
+    functions: list[Any] | None = None  # legacy: tools without the {"type": "function"} wrapper
+    function_call: Any = None  # legacy: "none" | "auto" | {"name"}
+
+    @property
+    def legacy_functions(self) -> bool:
+        return bool(self.functions) and not self.tools
+
+    def _tools(self) -> tuple[Any, Any]:
+        """tools and tool_choice, the legacy functions/function_call mapped onto them."""
+        if not self.functions:
+            return self.tools, self.tool_choice
+        if self.tools:
+            raise InvalidRequest("Send either 'tools' or the legacy 'functions', not both.", param="functions")
+        tools = [{"type": "function", "function": f} for f in self.functions]
+        choice = self.function_call
+        if isinstance(choice, dict):
+            choice = {"type": "function", "function": {"name": choice.get("name")}}
+        return tools, choice
 
     def to_options(self) -> GenerationOptions:
         """The runtime's options for this request, or InvalidRequest naming the field."""
-        if self.tools:
-            raise InvalidRequest("'tools' are not supported by this server.", param="tools")
-        if self.functions:
-            raise InvalidRequest("'functions' are not supported by this server.", param="functions")
-        if self.response_format is not None and self.response_format.type != "text":
-            raise InvalidRequest(
-                f"response_format '{self.response_format.type}' is not supported; only 'text'.",
-                param="response_format",
-            )
+        tools, choice = self._tools()
         return GenerationOptions.from_openai(
             **self._sampling(),
             max_tokens=self.max_tokens,
             max_completion_tokens=self.max_completion_tokens,
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs,
+            response_format=self.response_format,
+            tools=tools,
+            tool_choice=choice,
+            parallel_tool_calls=self.parallel_tool_calls,
         )
 
 
@@ -175,6 +189,10 @@ class Model(Struct, kw_only=True, omit_defaults=True):
     """Chat: the tokens of prompt + completion. Embeddings: the tokens (words for e2e) of one input."""
     dimensions: int | None = None
     """Embeddings: the width of one vector."""
+    tool_calls: str | None = None
+    """Chat: the tool-call syntax of the model's family ("hermes", "llama3", "mistral", ...)."""
+    structured_output: bool | None = None
+    """Chat: ``response_format`` json_object / json_schema and tool calls are grammar-enforced."""
 
 
 class ModelList(Struct):
@@ -211,11 +229,24 @@ class ChoiceLogprobs(Struct):
     refusal: None = None
 
 
+class FunctionCall(Struct):
+    name: str
+    arguments: str
+
+
+class ToolCall(Struct):
+    id: str
+    type: str
+    function: FunctionCall
+
+
 class ResponseMessage(Struct, kw_only=True, omit_defaults=True):
     role: str
     content: str | None
     refusal: str | None
     reasoning_content: str | None | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    function_call: FunctionCall | UnsetType = UNSET  # legacy functions requests
 
 
 class ChatChoice(Struct):
@@ -235,10 +266,23 @@ class ChatCompletion(Struct):
     usage: Usage
 
 
+class DeltaFunction(Struct, omit_defaults=True):
+    name: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+
+
+class DeltaToolCall(Struct, omit_defaults=True):
+    index: int
+    id: str | UnsetType = UNSET
+    type: str | UnsetType = UNSET
+    function: DeltaFunction | UnsetType = UNSET
+
+
 class Delta(Struct, omit_defaults=True):
     role: str | UnsetType = UNSET
     content: str | UnsetType = UNSET
     reasoning_content: str | UnsetType = UNSET
+    tool_calls: list[DeltaToolCall] | UnsetType = UNSET
 
 
 class ChunkChoice(Struct):

@@ -10,7 +10,12 @@ tested in seconds. A prompt can ask for trouble on purpose:
 - ``RAISE:<ErrorName>`` raises that ``onnxg.runtime.errors`` error before the first chunk
   (``RAISE:RuntimeError`` raises a plain RuntimeError: an internal crash);
 - ``FAIL_AFTER:<k>`` streams k tokens, then raises a ``GenerationError``;
-- ``THINK`` makes the reply start with reasoning text.
+- ``THINK`` makes the reply start with reasoning text;
+- ``CALL:<name>[,<name>...]`` makes the reply call those tools (when the request offers
+  tools and tool_choice allows); ``tool_choice`` required or named always calls. The call is
+  written in the generic family's syntax and read back by the runtime's own ``read_calls``,
+  with arguments that are a small valid instance of the tool's schema;
+- a ``response_format`` json_object/json_schema makes the reply such a JSON instance.
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ class FakeChatModel:
 
     def __init__(self, name: str = "fake-chat", *, script: str = SCRIPT, context_length: int = 256,
                  delay: float = 0.0) -> None:
+        from onnxg.runtime.tools import FAMILIES
+
+        self.tool_family = FAMILIES["generic"]
         self.name = name
         self.path: Path | None = None
         self.script = script
@@ -93,6 +101,16 @@ class FakeChatModel:
 
     def stream(self, prompt: Prompt, options: GenerationOptions,
                cancel: threading.Event | None = None) -> Iterator[Chunk | Usage]:
+        from onnxg.runtime.tools import prepare, read_calls
+
+        if not isinstance(prompt, str):
+            prompt, _ = prepare([m if isinstance(m, dict) else {"role": m.role, "content": m.content} for m in prompt],
+                                options.tools if options.calls_tools else (), self.tool_family, False)
+        items = self._stream(prompt, options, cancel)
+        return read_calls(items, self.tool_family, options.n) if options.calls_tools else items
+
+    def _stream(self, prompt: Prompt, options: GenerationOptions,
+                cancel: threading.Event | None) -> Iterator[Chunk | Usage]:
         text = render(prompt)
         param = "prompt" if isinstance(prompt, str) else "messages"
         if not text.strip():
@@ -109,7 +127,9 @@ class FakeChatModel:
         room = self.context_length - prompt_tokens
         limit = options.token_limit
         budget = room if limit is None else min(limit, room)
-        replies = [self._reply(options, i, "THINK" in text) for i in range(options.n)]
+        structured = self._structured(text, options)
+        replies = [[(t, False) for t in structured] if structured else self._reply(options, i, "THINK" in text)
+                   for i in range(options.n)]
         return self._generate(replies, options, budget, prompt_tokens,
                               int(fail.group(1)) if fail else None, cancel or threading.Event())
 
@@ -123,6 +143,26 @@ class FakeChatModel:
         self.closed = True
 
     # -- the script -------------------------------------------------------------------------
+
+    def _structured(self, text: str, options: GenerationOptions) -> list[str] | None:
+        """The reply's pieces when the request asks for a tool call or JSON, else None."""
+        import json
+
+        asked = re.search(r"CALL:([\w,.-]+)", text)
+        choice = options.tool_choice
+        if options.calls_tools and choice is not None and (choice.forced or asked):
+            names = [choice.name] if choice.mode == "function" else asked.group(1).split(",") if asked else []
+            tools = {t.name: t for t in options.tools}
+            chosen = [tools[n] for n in names if n in tools] or [options.tools[0]]
+            if not options.parallel_tool_calls:
+                chosen = chosen[:1]
+            written = self.tool_family.write([(t.name, json.dumps(instance(t.schema))) for t in chosen])
+            return re.findall(r".{1,4}", written, flags=re.S)
+        fmt = options.response_format
+        if fmt is not None and fmt.type != "text":
+            value = instance(fmt.schema_dict) if fmt.type == "json_schema" else {"answer": "Hello"}
+            return re.findall(r".{1,4}", json.dumps(value), flags=re.S)
+        return None
 
     def _reply(self, options: GenerationOptions, index: int, think: bool) -> list[tuple[str, bool]]:
         """(token, is_reasoning) pairs: the script as is when greedy, shuffled by the seed else."""
@@ -195,6 +235,25 @@ class FakeChatModel:
         top = [TokenLogprob(token=f"alt{k}", logprob=-1.0 - k, bytes=list(f"alt{k}".encode()), top_logprobs=[])
                for k in range(options.top_logprobs)]
         return [TokenLogprob(token=token, logprob=-0.5, bytes=list(raw), top_logprobs=top)]
+
+
+def instance(schema: dict) -> object:
+    """A small value valid for a simple JSON schema (what the fake model "generates")."""
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return instance(schema[key][0])
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: instance(props[k]) for k in schema.get("required", list(props))}
+    if kind == "array":
+        return [instance(schema.get("items", {}))] * schema.get("minItems", 1)
+    return {"string": "Paris", "integer": 3, "number": 1.5, "boolean": True, "null": None}[kind]
 
 
 class FakeEmbeddingModel:

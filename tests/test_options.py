@@ -155,9 +155,21 @@ def _legacy(**body: Any) -> GenerationOptions:
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stop": ""}, "stop"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"functions": [{"name": "f"}]}, "functions"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}] * 2}, "tools[1].function.name"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "strin"}}}]},
+         "tools[0].function.parameters"),
+        ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
+        ({"tools": [{"type": "function", "function": {"name": "has space"}}]}, "tools[0].function.name"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}],
+          "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
+        ({"functions": [{"name": "f"}], "tools": [{"type": "function", "function": {"name": "f"}}]}, "functions"),
+        ({"functions": [{"name": "f"}], "function_call": {"name": "g"}}, "tool_choice"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}},
+         "response_format.json_schema.schema"),
     ],
 )
 def test_chat_to_options_names_the_param(body: dict[str, Any], param: str) -> None:
@@ -173,6 +185,25 @@ def test_chat_to_options_maps_the_fields() -> None:
     assert (o.token_limit, o.logprobs, o.top_logprobs, o.stop, o.seed, o.top_k, o.temperature) == (
         4, True, 3, ("END",), 7, 5, 0.0
     )
+
+
+def test_tools_and_formats_become_options() -> None:
+    from onnxg.runtime.structured import ToolChoice
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    o = _chat(tools=[tool])
+    assert o.tool_choice == ToolChoice("auto") and o.calls_tools and o.constrained and o.parallel_tool_calls
+    assert o.tools[0].openai() == tool
+    assert not _chat(tools=[tool], tool_choice="none").calls_tools
+    named = _chat(tools=[tool], tool_choice={"type": "function", "function": {"name": "f"}}, parallel_tool_calls=False)
+    assert named.tool_choice == ToolChoice("function", "f") and named.tool_choice.forced
+    assert not named.parallel_tool_calls
+    legacy = _chat(functions=[tool["function"]], function_call={"name": "f"})
+    assert legacy.tools == o.tools and legacy.tool_choice == ToolChoice("function", "f")
+    fmt = _chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "strict": True,
+                                                                         "schema": {"type": "object"}}})
+    assert fmt.response_format.strict and fmt.response_format.schema_dict == {"type": "object"} and fmt.constrained
+    assert not _chat(response_format={"type": "text"}).constrained
 
 
 @pytest.mark.parametrize(

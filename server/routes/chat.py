@@ -21,6 +21,10 @@ from onnxg.server.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    DeltaFunction,
+    DeltaToolCall,
+    FunctionCall,
+    ToolCall,
     ResponseMessage,
     TokenLogprob,
     TopLogprob,
@@ -33,13 +37,9 @@ from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, sse, 
 def to_messages(items: list[ChatMessage]) -> list[Any]:
     from onnxg.runtime.contracts import Message
 
-    messages = []
+    messages: list[Any] = []
     for i, item in enumerate(items):
         role = "system" if item.role == "developer" else item.role
-        if role in ("tool", "function"):
-            raise invalid(
-                f"'{role}' messages are not supported (this server does no tool calling).", param=f"messages[{i}].role"
-            )
         content = item.content
         if isinstance(content, list):
             texts = []
@@ -55,8 +55,42 @@ def to_messages(items: list[ChatMessage]) -> list[Any]:
             if role != "assistant":
                 raise invalid(f"A '{role}' message needs 'content'.", param=f"messages[{i}].content")
             content = ""
-        messages.append(Message(role=role, content=content))
+        if role == "function":  # legacy: the result of the assistant's function_call
+            messages.append({"role": "tool", "content": content, "name": item.name,
+                             "tool_call_id": _legacy_id(item.name)})
+        elif role == "tool":
+            messages.append({"role": "tool", "content": content, "tool_call_id": item.tool_call_id})
+        elif role == "assistant" and (item.tool_calls or item.function_call):
+            calls = item.tool_calls
+            if not calls and isinstance(item.function_call, dict):
+                calls = [{"id": _legacy_id(item.function_call.get("name")), "type": "function",
+                          "function": item.function_call}]
+            messages.append({"role": "assistant", "content": content or None, "tool_calls": calls})
+        else:
+            messages.append(Message(role=role, content=content))
     return messages
+
+
+def _legacy_id(name: str | None) -> str:
+    return f"call_{name}"
+
+
+def to_tool_calls(calls: list[Any] | None) -> list[ToolCall] | Any:
+    if not calls:
+        return UNSET
+    return [ToolCall(c.id, "function", FunctionCall(c.name, c.arguments)) for c in calls]
+
+
+def to_delta_calls(deltas: list[Any] | None) -> list[DeltaToolCall] | Any:
+    if not deltas:
+        return UNSET
+    out = []
+    for d in deltas:
+        if d.id is not None:
+            out.append(DeltaToolCall(d.index, d.id, "function", DeltaFunction(d.name, d.arguments)))
+        else:
+            out.append(DeltaToolCall(d.index, function=DeltaFunction(arguments=d.arguments)))
+    return out
 
 
 def to_logprobs(items: list[Any] | None) -> ChoiceLogprobs | None:
@@ -100,8 +134,10 @@ class ChatFormat:
             delta.content = chunk.text
         if chunk.reasoning:
             delta.reasoning_content = chunk.reasoning
+        delta.tool_calls = to_delta_calls(chunk.tool_calls)
         logprobs = to_logprobs(chunk.logprobs) if self.logprobs and chunk.logprobs else None
-        if delta.content is UNSET and delta.reasoning_content is UNSET and finish_reason is None and logprobs is None:
+        if (delta.content is UNSET and delta.reasoning_content is UNSET and delta.tool_calls is UNSET
+                and finish_reason is None and logprobs is None):
             return None
         return self._encode([ChunkChoice(chunk.index, delta, logprobs, finish_reason)])
 
@@ -110,6 +146,21 @@ class ChatFormat:
 
     def usage(self, usage: Usage) -> bytes:
         return self._encode([], usage)
+
+
+def _choice(c: Any, logprobs: bool, legacy: bool) -> ChatChoice:
+    """One non-streamed choice; content is null when the reply is only tool calls."""
+    message = ResponseMessage(role="assistant", content=c.text if (c.text or not c.tool_calls) else None,
+                              refusal=None, reasoning_content=c.reasoning if c.reasoning else UNSET)
+    finish = c.finish_reason
+    if legacy and c.tool_calls:  # the legacy functions API: one function_call
+        first = c.tool_calls[0]
+        message.function_call = FunctionCall(first.name, first.arguments)
+        finish = "function_call" if finish == "tool_calls" else finish
+    else:
+        message.tool_calls = to_tool_calls(c.tool_calls)
+    return ChatChoice(index=c.index, message=message, logprobs=to_logprobs(c.logprobs) if logprobs else None,
+                      finish_reason=finish)
 
 
 @post(
@@ -129,19 +180,6 @@ async def chat_completions(request: Request, registry: Registry, slots: Slots, m
         return await stream_response(model, model_id, messages, opts, ChatFormat(model_id, opts.n, opts.logprobs),
                                      stream_options=req.stream_options, slots=slots, metrics=metrics, started=started)
     result, usage = await complete(request, model, model_id, messages, opts, slots=slots, metrics=metrics)
-    choices = [
-        ChatChoice(
-            index=c.index,
-            message=ResponseMessage(
-                role="assistant",
-                content=c.text,
-                refusal=None,
-                reasoning_content=c.reasoning if c.reasoning else UNSET,
-            ),
-            logprobs=to_logprobs(c.logprobs) if opts.logprobs else None,
-            finish_reason=c.finish_reason,
-        )
-        for c in result.choices
-    ]
+    choices = [_choice(c, opts.logprobs, req.legacy_functions) for c in result.choices]
     completion = ChatCompletion(new_id("chatcmpl"), "chat.completion", now(), model_id, FINGERPRINT, choices, usage)
     return Response(ENCODER.encode(completion), media_type="application/json", status_code=200)

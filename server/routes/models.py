@@ -13,8 +13,11 @@ OWNER = "onnxg"
 
 def describe(model_id: str, model: ServedModel, created: int) -> Model:
     if model.kind == "chat":
+        family = getattr(model, "tool_family", None)
         return Model(id=model_id, object="model", created=created, owned_by=OWNER, kind=model.kind,
-                     context_length=int(model.context_length))
+                     context_length=int(model.context_length),
+                     tool_calls=family.name if family is not None else None,
+                     structured_output=family is not None)
     return Model(id=model_id, object="model", created=created, owned_by=OWNER, kind=model.kind,
                  context_length=int(model.max_length), dimensions=int(model.dimensions))
 
