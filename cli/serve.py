@@ -90,6 +90,7 @@ def serve(
         int | None, typer.Option(min=1, help="Threads per model (default: the runtime's choice).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error or critical.")] = "info",
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the chat page at / (the API is at /v1).")] = True,
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; print the URL once it answers.")
     ] = False,
@@ -116,6 +117,7 @@ def serve(
         max_concurrency=max_concurrency,
         grace_period=grace_period,
         threads=threads,
+        ui=ui,
     )
     startup = StartupState()
     app = create_app(settings, startup)
@@ -131,6 +133,8 @@ def serve(
                 ids = ", ".join(app.state.registry.ids)
                 url = Settings(host=settings.host, port=port_bound).url
                 out.print(f"onnxg ready at {url}/v1 serving {ids}", markup=False)
+                if settings.ui:
+                    out.print(f"chat page at {url}/", markup=False)
 
     config = uvicorn.Config(
         app,

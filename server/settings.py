@@ -22,6 +22,8 @@ class Settings:
     threads: int | None = None
     """Intra-op threads per model (None: the runtime's choice)."""
     warmup: bool = True
+    ui: bool = True
+    """Serve the chat page at ``/`` (``onnxg serve --no-ui`` turns it off)."""
 
     @property
     def url(self) -> str:
