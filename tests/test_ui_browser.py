@@ -47,7 +47,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, Any]:
-    return {"chat": FakeChatModel(), "slow": FakeChatModel("slow-chat", delay=0.15),
+    return {"chat": FakeChatModel(delay=0.01), "slow": FakeChatModel("slow-chat", delay=0.15),
             "other": FakeChatModel("other-chat", script=OTHER_SCRIPT),
             "md": FakeChatModel("markdown-chat", script=MARKDOWN), "embed": FakeEmbeddingModel()}
 
@@ -329,10 +329,10 @@ def test_a_clear_message_when_the_server_is_down(page: Any, screens: Screens) ->
     reply = send(page, "Anyone there?")
     reply.locator(".error").wait_for()
     assert f"Cannot reach the onnxg server at {down.url}" in reply.locator(".error").inner_text()
+    screens.shoot(page, "server-down")
     page.click("#tab-status")
-    page.click("#tab-chat")
-    page.evaluate("location.reload()")  # the page itself is gone too: nothing to assert but no hang
-    page.wait_for_load_state()
+    page.wait_for_selector("#status-when.error")
+    assert "Cannot reach the onnxg server" in page.inner_text("#status-when")
 
 
 def test_the_page_asks_for_the_key_and_says_when_it_is_wrong(page: Any, screens: Screens) -> None:

@@ -131,7 +131,7 @@ async function reply(index) {
     const seconds = first === null ? 0 : (performance.now() - first) / 1000;
     const tokens = usage ? usage.completion_tokens : pieces;
     msg.stats = { tokens, exact: Boolean(usage), ttft: first === null ? null : first - started,
-      rate: tokens > 1 && seconds > 0 ? (tokens - 1) / seconds : null };
+      rate: tokens > 1 && seconds >= 0.01 ? (tokens - 1) / seconds : null }; // no rate from a burst
     running = null;
     setBusy(false);
     persist(conv);
