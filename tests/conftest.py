@@ -72,3 +72,10 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         leaked = [m for m in HEAVY_MODULES if m in sys.modules and m not in item.stash.get(_HEAVY_BEFORE, set())]
         if leaked:
             pytest.fail(f"{item.nodeid} imported {', '.join(leaked)}: mark it @pytest.mark.model", pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> None:
+    """Where the browser tests wrote their screenshots (tests/test_ui_browser.py)."""
+    folder = getattr(config, "onnxg_ui_screenshots", None)
+    if folder is not None:
+        terminalreporter.write_line(f"chat page screenshots: {folder}")  # type: ignore[attr-defined]

@@ -27,12 +27,10 @@ MARKDOWN = ("Here is **bold** and `inline code`:\n\n```python\nprint('<b>hi</b>'
 
 
 @pytest.fixture(scope="module")
-def screens(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Screens]:
+def screens(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Screens:
     folder = Path(os.environ.get("ONNXG_UI_SCREENSHOTS") or tmp_path_factory.mktemp("ui-screenshots"))
-    yield Screens(folder)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"chat page screenshots: {folder}")
+    request.config.onnxg_ui_screenshots = folder  # type: ignore[attr-defined]  # printed by conftest
+    return Screens(folder)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +153,19 @@ def test_model_output_is_rendered_as_markdown_without_html_injection(page: Any, 
     assert "<img src=x" in body.inner_text() and "<script>" in body.inner_text()
     assert page.evaluate("window.__pwned") is None
     screens.shoot(page, "chat-markdown")
+
+
+def test_a_setting_the_server_refuses_is_shown_with_its_name(page: Any, server: AppServer) -> None:
+    open_chat(page, server.url)
+    page.fill("#settings [name=temperature]", "7")
+    reply = send(page, "Hello")
+    reply.locator(".error").wait_for()
+    assert "temperature" in reply.locator(".error").inner_text()
+    page.fill("#settings [name=temperature]", "0")
+    page.locator("article.assistant").get_by_role("button", name="Regenerate").click()
+    page.wait_for_selector("article.assistant .stats:not(:empty)")
+    assert page.locator("article.assistant .body").inner_text().strip() == SCRIPT
+    assert page.locator("article.assistant .error").is_hidden()
 
 
 def test_switching_models(page: Any, server: AppServer) -> None:
@@ -329,6 +340,7 @@ def test_a_clear_message_when_the_server_is_down(page: Any, screens: Screens) ->
     reply = send(page, "Anyone there?")
     reply.locator(".error").wait_for()
     assert f"Cannot reach the onnxg server at {down.url}" in reply.locator(".error").inner_text()
+    assert page.inner_text("#conn") == "offline"
     screens.shoot(page, "server-down")
     page.click("#tab-status")
     page.wait_for_selector("#status-when.error")
@@ -346,7 +358,7 @@ def test_the_page_asks_for_the_key_and_says_when_it_is_wrong(page: Any, screens:
         page.keyboard.press("Escape")  # cancel: the page says what is wrong
         page.wait_for_selector("#banner:not([hidden])")
         assert "API key" in page.inner_text("#banner")
-        assert page.inner_text("#conn") == "offline"
+        assert page.inner_text("#conn") == "key needed"
         page.click("#key-button")
         page.fill("#key-input", KEY)
         page.press("#key-input", "Enter")

@@ -31,6 +31,11 @@ export function setApiKey(key) {
   else sessionStorage.removeItem(KEY_ITEM);
 }
 
+/** Tells the page whether the server answered ("onnxg-connection" event, detail: boolean). */
+function connection(ok) {
+  window.dispatchEvent(new CustomEvent("onnxg-connection", { detail: ok }));
+}
+
 /** fetch(path) with the key; a clear ApiError for every failure (AbortError passes through). */
 export async function call(path, { method = "GET", body, signal } = {}) {
   for (let attempt = 0; ; attempt++) {
@@ -45,9 +50,11 @@ export async function call(path, { method = "GET", body, signal } = {}) {
       });
     } catch (error) {
       if (error.name === "AbortError") throw error;
+      connection(false);
       throw new ApiError(`Cannot reach the onnxg server at ${SERVER}. Is \`onnxg serve\` running?`,
         { code: "unreachable" });
     }
+    connection(true);
     if (response.status === 401 && askForKey && attempt < 3) {
       const reason = key ? "The server refused this API key. Enter the right one." : "This server needs an API key.";
       const given = await askForKey(reason);

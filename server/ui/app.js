@@ -69,20 +69,26 @@ function askForKey(reason) {
   });
 }
 
-async function loadModels() {
+let served = null; // how many models, once /v1/models answered
+
+function showConnection(ok) {
   const conn = $("#conn");
-  conn.textContent = "connecting…";
+  conn.className = `conn ${ok ? "ok" : "bad"}`;
+  conn.textContent = !ok ? "offline" : served === null ? "connected" : `${served} model${served === 1 ? "" : "s"}`;
+  conn.title = `${ok ? "Connected to" : "Cannot reach"} ${SERVER}`;
+}
+
+async function loadModels() {
   try {
     const models = await listModels();
+    served = models.length;
     setChatModels(models);
     setEmbeddingModels(models);
     clearBanner();
-    conn.textContent = `${models.length} model${models.length === 1 ? "" : "s"}`;
-    conn.className = "conn ok";
-    conn.title = `Connected to ${SERVER}`;
+    showConnection(true);
   } catch (error) {
-    conn.textContent = "offline";
-    conn.className = "conn bad";
+    showConnection(error.status !== 0);
+    if (error.status === 401) $("#conn").textContent = "key needed";
     showBanner(error.message, loadModels);
   }
 }
@@ -91,6 +97,7 @@ function start() {
   initTheme();
   initTabs();
   onKeyNeeded(askForKey);
+  window.addEventListener("onnxg-connection", (event) => showConnection(event.detail));
   $("#key-button").hidden = !apiKey();
   $("#key-button").addEventListener("click", async () => {
     const key = await askForKey("Enter the server's API key (leave it empty to forget it).");

@@ -39,9 +39,8 @@ function total(samples, name, filter = () => true) {
 async function refresh() {
   const when = $("#status-when");
   try {
-    const [models, health, metricsText] = await Promise.all([
-      listModels(), getJSON("/health"), call("/metrics").then((r) => r.text()),
-    ]);
+    const [models, health] = await Promise.all([listModels(), getJSON("/health")]);
+    const metricsText = await (await call("/metrics")).text(); // alone in flight: counted below
     $("#status-models").replaceChildren(...models.map((m) => el("tr", {},
       el("td", {}, m.id), el("td", {}, m.kind), el("td", {}, m.context_length ? formatNumber(m.context_length) : "–"),
       el("td", {}, m.dimensions ? String(m.dimensions) : "–"))));
@@ -56,7 +55,7 @@ async function refresh() {
       ["API key", apiKey() ? "entered in this tab" : "none entered"],
       ["Requests answered", formatNumber(total(samples, "onnxg_requests_total"))],
       ["Errors sent", formatNumber(total(samples, "onnxg_errors_total"))],
-      ["Requests in flight", formatNumber(total(samples, "onnxg_requests_in_flight"))],
+      ["Other requests in flight", formatNumber(Math.max(0, total(samples, "onnxg_requests_in_flight") - 1))],
       ["Chat requests", latency("/v1/chat/completions")],
       ["Embedding requests", latency("/v1/embeddings")],
     ];
