@@ -364,8 +364,8 @@ def test_the_page_asks_for_the_key_and_says_when_it_is_wrong(page: Any, screens:
         page.press("#key-input", "Enter")
         page.wait_for_selector("#chat-model option", state="attached")
         assert page.is_hidden("#banner")
-        assert page.evaluate("sessionStorage.getItem('onnxg.apiKey')") == KEY
-        assert page.evaluate("localStorage.getItem('onnxg.apiKey')") is None
+        assert page.evaluate(f"sessionStorage.getItem('onnxg.apiKey {srv.url}')") == KEY
+        assert KEY not in page.evaluate("JSON.stringify(localStorage)")
         page.fill("#settings [name=temperature]", "0")
         reply = send(page, "Hello with a key")
         finished(reply)

@@ -3,9 +3,10 @@
 // page's origin with --cors-origin). The API key, asked for when /v1 answers 401, is kept
 // in sessionStorage (this tab only).
 
-const KEY_ITEM = "onnxg.apiKey";
 export const BASE = (new URLSearchParams(location.search).get("api") || "").replace(/\/+$/, "");
 export const SERVER = BASE || location.origin;
+// One key per server: a key entered for this server is never sent to another one (?api=).
+const KEY_ITEM = `onnxg.apiKey ${SERVER}`;
 
 export class ApiError extends Error {
   constructor(message, { status = 0, param = null, code = null } = {}) {
@@ -56,7 +57,8 @@ export async function call(path, { method = "GET", body, signal } = {}) {
     }
     connection(true);
     if (response.status === 401 && askForKey && attempt < 3) {
-      const reason = key ? "The server refused this API key. Enter the right one." : "This server needs an API key.";
+      const reason = key ? `The server at ${SERVER} refused this API key. Enter the right one.`
+        : `The server at ${SERVER} needs an API key.`;
       const given = await askForKey(reason);
       if (given) {
         setApiKey(given);
