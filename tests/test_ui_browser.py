@@ -122,13 +122,16 @@ def test_a_message_streams_in_and_the_conversation_survives_a_reload(page: Any, 
     assert page.locator("#settings [name=temperature]").input_value() == "0"  # settings kept too
 
 
-def test_stop_cancels_the_generation_on_the_server(page: Any, server: AppServer, models: dict[str, Any]) -> None:
+def test_stop_cancels_the_generation_on_the_server(page: Any, server: AppServer, models: dict[str, Any],
+                                                   screens: Screens) -> None:
     slow = models["slow"]
     started, cancelled = slow.started, slow.cancelled
     open_chat(page, server.url, "slow-chat")
     reply = send(page, "Tell me everything")
     wait_js(page, "document.querySelector('article.assistant .body').innerText.split(' ').length >= 3")
     assert slow.active == 1
+    screens.shoot(page, "chat-streaming")
+    assert page.is_visible("#stop") and not page.is_visible("#send")
     page.click("#stop")
     finished(reply)
     wait_until(lambda: slow.active == 0 and slow.cancelled == cancelled + 1, what="the generation to be cancelled")
