@@ -94,6 +94,8 @@ def serve(
     ] = DEFAULTS.kv_cache_mb,
     log_level: Annotated[str, typer.Option(help=", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1] + ".")
     ] = DEFAULTS.log_level,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the chat page at / (the API is at /v1).")
+    ] = DEFAULTS.ui,
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; print the URL once it answers.")
     ] = False,
@@ -105,7 +107,7 @@ def serve(
     settings = Settings(
         models=list(model or []), host=host, port=port, api_key=api_key or None,
         cors_origins=list(cors_origin or []), max_concurrency=max_concurrency, grace_period=grace_period,
-        threads=threads, kv_cache_mb=kv_cache_mb, log_level=log_level.lower(),
+        threads=threads, kv_cache_mb=kv_cache_mb, log_level=log_level.lower(), ui=ui,
     )
     if detach:
         start_detached(settings)
@@ -175,6 +177,8 @@ def run(settings: Settings) -> None:
                     budget = getattr(chat, "stats", dict)().get("kv_budget_bytes")
                     if budget:
                         out.print(f"{name}: key-value memory budget {budget // 2**20} MB", markup=False)
+                if settings.ui:
+                    out.print(f"chat page at {url}/", markup=False)
 
     config = uvicorn.Config(
         app,

@@ -3,7 +3,7 @@
 Models load once, in the lifespan hook (warm-up included), and reach the handlers by
 dependency injection; nothing lives in module globals. Every error leaves as OpenAI's error
 JSON (``errors.handle``); /v1 needs the API key when one is set; CORS only for the origins
-given.
+given. ``GET /`` serves the chat page (routes/ui.py) unless ``settings.ui`` is off.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from onnxg.server import metrics as metrics_mod
 from onnxg.server.limits import Slots
 from onnxg.server.metrics import Metrics
 from onnxg.server.registry import Registry, load, plan
-from onnxg.server.routes import chat, completions, embeddings, health
+from onnxg.server.routes import chat, completions, embeddings, health, ui
 from onnxg.server.routes import models as model_routes
 from onnxg.server.settings import Settings
 
@@ -119,8 +119,9 @@ def create_app(settings: Settings, startup: StartupState | None = None, *,
         ],
         guards=[_api_key_guard(settings.api_key)] if settings.api_key else None,
     )
+    pages = ui.route_handlers if settings.ui else []
     app = Litestar(
-        route_handlers=[v1, health.health, health.metrics_text, openapi_json],
+        route_handlers=[v1, health.health, health.metrics_text, openapi_json, *pages],
         lifespan=[lifespan],
         dependencies={
             "registry": Provide(_registry, sync_to_thread=False),
@@ -143,6 +144,8 @@ def create_app(settings: Settings, startup: StartupState | None = None, *,
     )
     app.state.slots = Slots(settings.max_concurrency)
     app.state.metrics = Metrics()
+    if settings.ui:
+        app.state.ui = ui.load()
     return app
 
 

@@ -34,6 +34,8 @@ class Settings:
     """Key-value memory budget per chat model, in MB (None: half the memory the process may
     still use, cgroup limits included, when the model loads)."""
     warmup: bool = True
+    ui: bool = True
+    """Serve the chat page at ``/`` (``onnxg serve --no-ui`` turns it off)."""
 
     @property
     def url(self) -> str:

@@ -121,7 +121,7 @@ def same_models(record: records.Record, models: Sequence[str]) -> bool:
 SERVE_FLAGS = {
     "host": "--host", "port": "--port", "cors_origins": "--cors-origin", "max_concurrency": "--max-concurrency",
     "grace_period": "--grace-period", "threads": "--threads", "kv_cache_mb": "--kv-cache-mb",
-    "log_level": "--log-level",
+    "log_level": "--log-level", "ui": ("--ui", "--no-ui"),
 }
 _NOT_FLAGS = {"models", "api_key"}
 
@@ -142,6 +142,9 @@ def serve_command(settings: Settings, extra_args: Sequence[str] = ()) -> list[st
         flag = SERVE_FLAGS.get(item.name)
         if flag is None:
             raise ValueError(f"`onnxg serve` has no option for the setting {item.name!r}")
+        if isinstance(flag, tuple):  # a switch: --ui / --no-ui
+            argv.append(flag[0] if value else flag[1])
+            continue
         for one in value if isinstance(value, list) else [value]:
             argv += [flag, str(one)]
     return argv + list(extra_args)

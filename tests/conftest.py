@@ -76,3 +76,10 @@ def pytest_runtest_teardown(item: pytest.Item) -> object:
         if leaked:
             pytest.fail(f"{item.nodeid} imported {', '.join(leaked)}: mark it @pytest.mark.model", pytrace=False)
     return result
+
+
+def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> None:
+    """Where the browser tests wrote their screenshots (tests/test_ui_browser.py)."""
+    folder = getattr(config, "onnxg_ui_screenshots", None)
+    if folder is not None:
+        terminalreporter.write_line(f"chat page screenshots: {folder}")  # type: ignore[attr-defined]

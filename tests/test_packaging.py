@@ -30,6 +30,10 @@ def test_wheel_holds_only_the_onnxg_namespace(tmp_path: Path) -> None:
     assert not any(name.startswith("onnxg/tests/") for name in names)
     assert "onnxg/convert/workers/_worker.py" in names
     assert any(name.startswith("onnxg/recipes/") and name.endswith(".toml") for name in names)
+    from onnxg.server.routes import ui  # the chat page's files, all of them, in the wheel
+
+    assert {f"onnxg/server/ui/{name}" for name in ui.load()} <= set(names)
+    assert "onnxg/server/ui/index.html" in names
 
 
 def test_importing_the_cli_imports_no_heavy_library() -> None:
