@@ -9,6 +9,7 @@ printed one way; errors reach the one boundary; ``onnxg serve``, ``--detach`` an
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 import inspect
 import json
 import pkgutil
@@ -130,8 +131,11 @@ def test_the_python_server_has_the_same_defaults() -> None:
 def test_every_settings_field_reaches_a_child_or_is_refused() -> None:
     from onnxg.service import daemon
 
-    flags = {o for p in command("serve").params for o in getattr(p, "opts", [])}
-    assert set(daemon.SERVE_FLAGS.values()) <= flags  # each flag the child gets exists
+    flags = {o for p in command("serve").params
+             for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+    given = {f for flag in daemon.SERVE_FLAGS.values() for f in (flag if isinstance(flag, tuple) else (flag,))}
+    assert given <= flags  # each flag the child gets exists
+    assert "--no-ui" in daemon.serve_command(replace(DEFAULTS, ui=False))
 
 
 # --- bench --server picks by kind ---------------------------------------------------------------
