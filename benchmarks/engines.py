@@ -1,5 +1,5 @@
 """Aggregate decode tok/s of the two chat engines in one process, alternating per client count:
-the continuous-batching engine (runtime/batcher.py) vs onnxruntime-genai's Generator (engine.py).
+the continuous-batching engine (runtime/batcher.py) vs onnxruntime-genai's Generator (genai_engine.py).
 
     python benchmarks/engines.py MODEL_FOLDER SECONDS_PER_POINT
 """

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxg.runtime.engine import Job, Row
+from onnxg.runtime.genai_engine import Job, Row
 from onnxg.runtime.errors import GenerationError, KVBudgetExceeded, QueueFull, short_message
 from onnxg.runtime.kvgraph import DecoderGraph
 from onnxg.runtime.prefix import PrefixCache, common_prefix

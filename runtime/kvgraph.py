@@ -8,7 +8,7 @@ different lengths can share one forward pass, a row can join or leave between tw
 a prefix computed once can be copied into another row (``batcher.py`` does all three).
 
 ``unsupported`` says which graphs this path cannot drive (they stay on onnxruntime-genai's
-``Generator``, ``engine.py``): anything but the plain decoder interface (``position_ids``,
+``Generator``, ``genai_engine.py``): anything but the plain decoder interface (``position_ids``,
 ``inputs_embeds``, vision or speech parts, a pipeline of sessions), a key-value cache that is
 not shared between past and present, or one that slides (``slide_key_value_cache``).
 """
