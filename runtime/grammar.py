@@ -50,10 +50,34 @@ def check_schema(schema: Any, param: str) -> None:
         raise InvalidRequest(f"{param} is not a JSON schema the grammar engine can enforce: {error}", param=param)
 
 
+SAFE_INTEGERS = (-(2**53 - 1), 2**53 - 1)  # what JSON's readers all hold exactly (I-JSON, RFC 7493)
+
+
+def bounded(node: Any) -> Any:
+    """``node`` with every integer that has no bound given JSON's safe integer range: a small
+    model at temperature 0 otherwise writes digits until max_tokens ("population": 1111111...),
+    and a JavaScript client could not read such a number exactly anyway. Everything else is kept
+    as given."""
+    if isinstance(node, list):
+        return [bounded(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: bounded(value) if key not in ("enum", "const", "default", "examples") else value
+           for key, value in node.items()}
+    kinds = node.get("type")
+    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds):
+        if "minimum" not in node and "exclusiveMinimum" not in node:
+            out["minimum"] = SAFE_INTEGERS[0]
+        if "maximum" not in node and "exclusiveMaximum" not in node:
+            out["maximum"] = SAFE_INTEGERS[1]
+    return out
+
+
 def json_rule(schema: dict[str, Any]) -> str:
     """A Lark rule body that matches one JSON value of ``schema``, written the way Python's
-    ``json.dumps`` (and so chat templates' ``tojson``) writes it: ", " and ": ", no newlines."""
-    return "%json " + schema_text({**schema, "x-guidance": _JSON_STYLE})
+    ``json.dumps`` (and so chat templates' ``tojson``) writes it: ", " and ": ", no newlines;
+    integers without bounds kept to JSON's safe range (``bounded``)."""
+    return "%json " + schema_text({**bounded(schema), "x-guidance": _JSON_STYLE})
 
 
 def lark_literal(text: str) -> str:

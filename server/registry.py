@@ -136,9 +136,6 @@ def load(planned: list[Planned], *, threads: int | None = None, warmup: bool = T
             if warmup:
                 model.warmup()
             log.info("loaded %s (%s) in %.1fs", item.id, item.kind, time.perf_counter() - started)
-            budget = getattr(model, "stats", dict)().get("kv_budget_bytes")
-            if budget:
-                log.info("%s: key-value memory budget %d MB", item.id, budget // 2**20)
     except OnnxgError:
         registry.close()
         raise

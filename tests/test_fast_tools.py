@@ -189,3 +189,21 @@ def test_bad_tool_requests_are_400_with_param(http: httpx.Client, body: dict[str
 def test_models_list_their_tool_family(http: httpx.Client) -> None:
     [model] = http.get("/v1/models").json()["data"]
     assert model["tool_calls"] == "generic" and model["structured_output"] is True
+
+
+def test_integers_without_bounds_get_json_safe_ones() -> None:
+    """A small model at temperature 0 would write digits until max_tokens; no reader could hold
+    more than 2**53 - 1 exactly anyway. Bounds that are given are kept."""
+    import llguidance
+
+    from onnxg.runtime.grammar import SAFE_INTEGERS, bounded, json_rule
+
+    schema = {"type": "object", "properties": {
+        "population": {"type": "integer"}, "age": {"type": ["integer", "null"], "minimum": 0},
+        "type": {"type": "string"}, "choice": {"enum": [{"type": "integer"}]}}}
+    out = bounded(schema)["properties"]
+    assert (out["population"]["minimum"], out["population"]["maximum"]) == SAFE_INTEGERS
+    assert (out["age"]["minimum"], out["age"]["maximum"]) == (0, SAFE_INTEGERS[1])
+    assert out["type"] == {"type": "string"} and out["choice"] == {"enum": [{"type": "integer"}]}
+    grammar = llguidance.LLMatcher.grammar_from_lark("start: " + json_rule(schema))
+    assert llguidance.LLMatcher.validate_grammar(grammar) == ""
