@@ -124,3 +124,45 @@ def test_twenty_seeded_required_generations_parse_and_validate(family: tuple[str
         for function, arguments in calls.values():
             assert function in schemas, (name, seed, text)
             schemas[function].validate(json.loads(arguments))
+
+
+# ---------------------------------------------------------------- the same through a real tiny model
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family_server(request: pytest.FixtureRequest) -> Any:
+    """A tiny random-weight model of the family (real tokenizer and template, int4 on onnxg's
+    runtime) behind the real app and uvicorn."""
+    from modelkit.tool_models import family_model
+    from serverkit import AppServer
+
+    from onnxg.runtime.loading import load_chat
+
+    model = load_chat(family_model(request.param))
+    with AppServer([model]) as server:
+        yield request.param, model, server
+
+
+def test_a_tiny_model_of_each_family_calls_declared_tools(family_server: Any) -> None:
+    """20 seeded sampled generations with tool_choice required, through /v1/chat/completions:
+    every one is a call of a declared function whose arguments validate; the choice ends with
+    tool_calls and its content is empty (the call syntax never leaks into content)."""
+    import httpx
+    import jsonschema_rs
+
+    name, model, server = family_server
+    assert model.tool_family.name == EXPECTED[name]
+    schemas = {t["function"]["name"]: jsonschema_rs.validator_for(t["function"]["parameters"]) for t in (WEATHER, ADD)}
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        for seed in range(20):
+            answer = http.post("/chat/completions", json={
+                "model": model.name, "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                "tools": [WEATHER, ADD], "tool_choice": "required", "temperature": 1.0, "seed": seed,
+                "max_tokens": 400})
+            assert answer.status_code == 200, answer.text
+            choice = answer.json()["choices"][0]
+            assert choice["finish_reason"] == "tool_calls", (name, seed, choice)
+            assert not (choice["message"]["content"] or "").strip(), (name, seed, choice)
+            for call in choice["message"]["tool_calls"]:
+                assert call["type"] == "function" and call["id"]
+                schemas[call["function"]["name"]].validate(json.loads(call["function"]["arguments"]))
