@@ -135,13 +135,14 @@ class Streamer:
         return model
 
     def _checkpoint_keys(self, model: Any) -> dict[str, str]:
-        """Parameter name -> checkpoint key (tied parameters read their one stored copy)."""
+        """Parameter name -> checkpoint key (a tied parameter stored once reads that copy)."""
         aliases: dict[int, list[str]] = {}
         for name, param in model.named_parameters(remove_duplicate=False):
             aliases.setdefault(id(param), []).append(name)
         keys: dict[str, str] = {}
         for name, param in model.named_parameters(remove_duplicate=False):
-            stored = [n for n in aliases[id(param)] if self.checkpoint.shape(n) is not None]
+            # its own name first: transformers unties weights stored twice with different values
+            stored = [n for n in (name, *aliases[id(param)]) if self.checkpoint.shape(n) is not None]
             if not stored:
                 raise Unsupported(f"the checkpoint has no tensor {name}")
             if list(self.checkpoint.shape(stored[0])) != list(param.shape):
@@ -156,7 +157,9 @@ class Streamer:
         names = {id(module): name for name, module in model.named_modules(remove_duplicate=False)}
         inside_layer: set[int] = set()
         for module in torch.nn.Module.modules(model):
-            unit = id(module) not in inside_layer and (
+            # Modules the builder made while reading a unit (e.g. a fused projection split in
+            # two) are not in ``names``: they hold real tensors already.
+            unit = id(module) in names and id(module) not in inside_layer and (
                 self.builder.is_layer(module) or any(True for _ in module.parameters(recurse=False)))
             if self.builder.is_layer(module):
                 inside_layer.update(id(m) for m in module.modules())
