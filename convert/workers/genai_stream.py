@@ -28,6 +28,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+CHUNK_COLUMNS = 8192  # columns of a wide MatMul weight quantized at a time
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
            "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
@@ -168,9 +169,10 @@ class Streamer:
                 continue
             saved = self._materialise(module, names[id(module)])
             yield module
-            self.flush()
-            for owner, attr, param in saved:
+            for owner, attr, param in saved:  # before flushing: then only the graph holds them
                 owner._parameters[attr] = param
+            del saved
+            self.flush()
         self.flush()
 
     def _materialise(self, module: Any, prefix: str) -> list[tuple[Any, str, Any]]:
@@ -213,16 +215,16 @@ class Streamer:
         if len(node.inputs) <= index or node.inputs[index] is None or node.inputs[index].const_value is None:
             return
         weight = node.inputs[index]
-        result = self._quantize_alone(node, weight)
+        result = self._quantize_node(node, weight)
         if result is None:
             return
-        new_protos, new_inits = result
-        for proto in new_inits:
-            value = self.builder.make_value(proto.name)
-            tensor = ir.from_proto(proto)
+        new_protos, arrays = result
+        for name, array in arrays.items():
+            value = self.builder.make_value(name)
+            tensor = ir.Tensor(array, name=name)
             value.dtype, value.shape, value.const_value = tensor.dtype, tensor.shape, tensor
             graph.register_initializer(value)
-            self.produced.append(proto.name)
+            self.produced.append(name)
         new_nodes = [self._node(proto, node) for proto in new_protos]
         self.seen_nodes.update(new_nodes)
         old_outputs = list(node.outputs)
@@ -237,29 +239,59 @@ class Streamer:
             graph.initializers.pop(weight.name)
             weight.const_value = None
 
-    def _quantize_alone(self, node: Any, weight: Any) -> tuple[list[Any], list[Any]] | None:
-        """The node quantized by the builder's own quantizer, in a one-node model."""
+    def _quantize_node(self, node: Any, weight: Any) -> tuple[list[Any], dict[str, Any]] | None:
+        """The node quantized by the builder's own quantizer, in one-node models.
+
+        A MatMul weight [K, N] is quantized per column (blocks run along K), so a wide one
+        (the LM head) goes through in slices of columns whose results are stacked: the same
+        bytes, without several float32 copies of the whole matrix alive at once.
+        """
+        import numpy as np
+
+        ir = _ir()
+        array = weight.const_value.numpy()
+        serialized = ir.serde.serialize_node(node)
+        if node.op_type != "MatMul" or array.ndim != 2 or array.shape[1] <= CHUNK_COLUMNS:
+            return self._quantize_alone(serialized, weight.name, array)
+        protos, parts = None, {}
+        for start in range(0, array.shape[1], CHUNK_COLUMNS):
+            piece = np.ascontiguousarray(array[:, start:start + CHUNK_COLUMNS])
+            result = self._quantize_alone(serialized, weight.name, piece)
+            if result is None or len(result[0]) != 1 or result[0][0].op_type != "MatMulNBits":
+                return self._quantize_alone(serialized, weight.name, array)
+            protos = protos or result[0]
+            for name, part in result[1].items():
+                parts.setdefault(name, []).append(part)
+        for attribute in protos[0].attribute:
+            if attribute.name == "N":
+                attribute.i = array.shape[1]
+        return protos, {name: np.concatenate(pieces, axis=0) for name, pieces in parts.items()}
+
+    def _quantize_alone(self, node: Any, weight_name: str, array: Any) -> tuple[list[Any], dict[str, Any]] | None:
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
         from onnxruntime.quantization.quant_utils import QuantFormat
 
         ir = _ir()
         quant = self.builder.quant_attrs
-        graph = onnx.helper.make_graph([ir.serde.serialize_node(node)], "one", [], [],
-                                       initializer=[ir.serde.serialize_tensor(weight.const_value)])
-        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
+        model = onnx.ModelProto(ir_version=10)
+        model.opset_import.add(domain="", version=21)
+        model.graph.name = "one"
+        model.graph.node.add().CopyFrom(node)
+        model.graph.initializer.add().CopyFrom(ir.serde.serialize_tensor(ir.Tensor(array, name=weight_name)))
         quantizer = MatMulNBitsQuantizer(
             model=model, bits=quant["bits"], block_size=quant["matmul_block_size"],
             is_symmetric=quant["is_symmetric"], accuracy_level=quant["accuracy_level"],
             nodes_to_exclude=list(quant["nodes_to_exclude"]), quant_format=QuantFormat.QOperator,
             op_types_to_quantize=quant["op_types_to_quantize"], algo_config=None,
         )
-        del graph, model
+        del model
         quantizer.process()
         out = quantizer.model.model.graph
         if [n.op_type for n in out.node] == [node.op_type]:
             return None  # the quantizer left it as it was (e.g. not a 2-D weight)
-        return list(out.node), [t for t in out.initializer if t.name != weight.name]
+        arrays = {t.name: ir.from_proto(t).numpy().copy() for t in out.initializer if t.name != weight_name}
+        return list(out.node), arrays
 
     def _node(self, proto: Any, old: Any) -> Any:
         ir = _ir()
