@@ -17,8 +17,8 @@ from pathlib import Path
 
 from onnxg.runtime.errors import ConversionError
 
-BASE = 1.0e9             # torch + transformers + onnxruntime + the builder, before any weight
-STREAM_UNIT_COPIES = 4   # fp32 copies of the largest unit alive at once (weight, proto, quantizer)
+BASE = 0.8e9             # torch + transformers + onnxruntime + the builder, before any weight
+STREAM_UNIT_COPIES = 3   # fp32 copies of the largest unit alive at once (measured ~2.2)
 PLAIN_PER_PARAM = 7.5    # bytes per parameter at the plain path's peak (fp32 model + ONNX copy)
 OUTPUT_PER_PARAM = {"int4": 0.6, "int8": 1.1, "fp16": 2.0, "fp32": 4.0}
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
@@ -121,7 +121,7 @@ def check_memory(found: Estimate, limit: int | None, where: str) -> None:
     if found.peak <= budget:
         return
     said = f"--max-memory {gb(budget)}" if limit is not None else f"this machine's {gb(budget)}"
-    ways = [] if found.streamed else ["a Hugging Face safetensors folder or repo converts layer by layer, in far less"]
+    ways = [] if found.streamed else ["a Hugging Face safetensors folder or repo converts layer by layer, in far less memory"]
     ways += ["raise --max-memory"] if limit is not None and limit < machine_memory() else []
     hint = "; ".join([*ways, "or convert on a machine with more memory"])
     raise ConversionError(f"converting {where} needs about {gb(found.peak)} of memory "

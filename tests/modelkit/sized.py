@@ -93,3 +93,13 @@ def _index(folder: Path, count: int) -> None:
         size += (folder / final).stat().st_size
     index = {"metadata": {"total_size": size}, "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def llama_source(name: str) -> Path:
+    """The cached random-weight Llama of size ``name`` (see SIZES)."""
+    from modelkit import cache
+    from modelkit.chat import tokenizer_folder
+
+    tokenizer = tokenizer_folder()
+    return cache.cached(f"sized-llama-{name}", {"size": SIZES[name], "tokenizer": tokenizer.name},
+                        lambda folder: write_llama(folder, tokenizer, SIZES[name]))
