@@ -66,6 +66,18 @@ def _extra(pairs: list[str] | None) -> dict[str, str]:
     return found
 
 
+def _max_memory(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from onnxg.convert import memory
+    from onnxg.runtime.errors import ConversionError
+
+    try:
+        return memory.parse_size(text)
+    except ConversionError as exc:
+        raise InvalidRequest(f"--max-memory: {exc.message}", exc.hint, param="max_memory") from None
+
+
 def _list(as_json: bool) -> None:
     from onnxg.convert import recipes as recipes_module
 
@@ -103,6 +115,9 @@ def register(app: typer.Typer) -> None:
                          help="Converter option, repeatable (e.g. block_size=64, accuracy_level=4).")] = None,
         revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit of a repo id.")] = None,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
+        max_memory: Annotated[str | None, typer.Option("--max-memory", metavar="SIZE",
+                              help="Refuse a chat conversion whose estimated peak exceeds this (e.g. 12GB; "
+                                   "default: this machine's memory).")] = None,
         list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
         as_json: JsonOpt = False,
     ) -> None:
@@ -117,10 +132,12 @@ def register(app: typer.Typer) -> None:
         started = time.monotonic()
         precision = _precision(int4, int8, fp16, fp32)
         options = _extra(extra)
+        budget = _max_memory(max_memory)
         try:
             folder = pipeline.convert(
                 source, output=output, task=task, precision=precision, ep=ep, extra=options,
                 trust_remote_code=trust_remote_code, revision=revision, progress=steps, force=force,
+                max_memory=budget,
             )
         except BaseException:
             steps.done(ok=False)

@@ -48,11 +48,20 @@ def convert(
     trust_remote_code: bool,
     log: Path,
     progress: Callable[[str], None],
+    max_memory: int | None = None,
+    stream: bool = True,
 ) -> dict[str, Any]:
-    """Build ``source`` (HF folder or .gguf) into ``work``; return provenance fields."""
+    """Build ``source`` (HF folder or .gguf) into ``work``; return provenance fields.
+
+    Before anything runs, the memory and disk the conversion needs are estimated and
+    refused plainly when they do not fit (``max_memory``, default: this machine's memory).
+    ``stream=False`` keeps the builder's plain path (the benchmark's baseline).
+    """
     from onnxg.convert import toolchain
 
     _check_options(precision, ep)
+    progress("check memory and disk")
+    needs = plan_resources(source, work, precision, extra, max_memory, stream)
     progress("prepare the genai toolchain")
     resolved = toolchain.ensure("genai", progress=progress)
     # Scratch (the builder's cache, a dequantized GGUF) lives next to ``work``, so the
@@ -62,7 +71,7 @@ def convert(
     try:
         hf_folder = source
         if source.is_file() and source.suffix.lower() == ".gguf":
-            progress("load GGUF (dequantize to a Hugging Face folder)")
+            progress(f"load GGUF (dequantize to a Hugging Face folder){needs.get('gguf', '')}")
             hf_folder = scratch / "hf"
             loaded = _run(resolved, "genai_gguf", {"gguf": str(source), "out": str(hf_folder)}, log)
             provenance["gguf"] = {"file": source.name, **loaded}
@@ -71,7 +80,7 @@ def convert(
                 f"{source} has no config.json: not a Hugging Face model folder",
                 "pass a Hugging Face model folder, a .gguf file, or a repo id",
             )
-        progress(f"export + quantize ({precision}, {ep})")
+        progress(f"export + quantize ({precision}, {ep}){needs.get('build', '')}")
         built = _run(
             resolved,
             "genai_build",
@@ -84,6 +93,7 @@ def convert(
                 "extra": {k: v for k, v in extra.items() if k != "_config_overrides"},
                 "config_overrides": json.loads(extra.get("_config_overrides", "{}")),
                 "trust_remote_code": trust_remote_code,
+                "stream": stream,
             },
             log,
         )
@@ -95,9 +105,48 @@ def convert(
         architecture=built.get("architecture"),
         model_type=built.get("model_type"),
     )
+    provenance["build"] = {"streamed": bool(built.get("streaming", {}).get("streamed")),
+                           **({"plain_reason": built["streaming"]["reason"]}
+                              if built.get("streaming", {}).get("reason") else {})}
     if built.get("config_overrides"):
         provenance["config_overrides"] = built["config_overrides"]
     return provenance
+
+
+def streams(source: Path, extra: dict[str, str]) -> bool:
+    """Whether the builder will stream this source layer by layer (genai_stream.plan, seen
+    from here): a safetensors folder, quantized with the default algorithm."""
+    if source.is_file() or not any(source.glob("*.safetensors")):
+        return False
+    if extra.get("algo_config", "default") != "default":
+        return False
+    return not any(key in extra for key in ("adapter_path", "num_hidden_layers", "use_qdq", "int4_nodes_to_exclude"))
+
+
+def plan_resources(source: Path, work: Path, precision: str, extra: dict[str, str], max_memory: int | None,
+                   stream: bool) -> dict[str, str]:
+    """Refuse what cannot fit (memory, disk); return the sizes each step's progress line shows."""
+    from onnxg.convert import memory
+
+    lines: dict[str, str] = {}
+    if source.is_file():  # GGUF: dequantized whole to float32, then built from that folder
+        counted = memory.gguf_params(source)
+        if counted is None:
+            return lines
+        params, largest = counted
+        dequantize = memory.estimate(params, largest, precision, streamed=False)  # transformers holds it all
+        memory.check_memory(dequantize, max_memory, source.name)
+        memory.check_disk(work.parent, 4 * params + 2 * dequantize.output, f"converting {source.name}")
+        lines["gguf"] = f": {params / 1e9:.2f}B parameters, ~{memory.gb(4 * params)} float32 on disk"
+        found = memory.estimate(params, largest, precision, streamed=stream)
+    else:
+        found = memory.estimate_folder(source, precision, streamed=stream and streams(source, extra))
+        if found is None:
+            return lines
+        memory.check_memory(found, max_memory, source.name)
+        memory.check_disk(work.parent, 2 * found.output, f"converting {source.name}")
+    lines["build"] = f": {found.describe()}, ~{memory.gb(found.output)} out"
+    return lines
 
 
 def _run(resolved: Any, worker: str, args: dict[str, Any], log: Path) -> dict[str, Any]:

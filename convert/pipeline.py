@@ -68,6 +68,7 @@ def convert(
     progress: Callable[[str], None] | None = None,
     force: bool = False,
     log: Path | None = None,
+    max_memory: int | None = None,
 ) -> Path:
     """Convert ``source`` and return the finished model folder (see the module docstring)."""
     step = progress or (lambda text: None)
@@ -104,9 +105,10 @@ def convert(
         try:
             work = root / "model"
             work.mkdir()
+            budget = {"max_memory": max_memory} if kind == "chat" else {}  # the genai builder's bound
             provenance = backend(kind).convert(
                 src.path, work, precision=precision, ep=ep, extra=dict(extra or {}),
-                trust_remote_code=trust_remote_code, log=log, progress=step,
+                trust_remote_code=trust_remote_code, log=log, progress=step, **budget,
             )
             if recipe is not None and recipe.chat_template and kind == "chat":
                 install_chat_template(work, recipe.chat_template)

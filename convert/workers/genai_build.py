@@ -89,6 +89,7 @@ def build(
     extra: dict[str, str] | None = None,
     trust_remote_code: bool = False,
     config_overrides: dict[str, Any] | None = None,
+    stream: bool = True,
 ) -> dict[str, Any]:
     from onnxruntime_genai.models import builder
 
@@ -114,6 +115,7 @@ def build(
             print(f"config overrides: {json.dumps(config_overrides)}", flush=True)
     else:  # older builders take the plain dict and check it themselves
         options = dict(pair.split("=", 1) for pair in pairs)
+    streaming = _install_streaming() if stream else {"streamed": False, "reason": "not asked"}
     try:
         builder.create_model(None, str(src), str(out), precision, builder_ep, cache_dir, **options)
     except NotImplementedError as exc:
@@ -129,7 +131,23 @@ def build(
         "architecture": architecture,
         "processing": processing,
         "config_overrides": config_overrides or {},
+        "streaming": streaming,
     }
+
+
+def _install_streaming() -> dict[str, Any]:
+    """Layer-by-layer building (genai_stream.py) where this builder has the hooks it needs."""
+    import sys
+
+    import genai_stream
+    from onnxruntime_genai.models import builder
+
+    model_class = getattr(builder, "Model", None)  # builder.py imports it as ``builders.base.Model``
+    base = sys.modules.get(getattr(model_class, "__module__", ""))
+    if base is None or not hasattr(model_class, "make_model"):
+        return {"streamed": False, "reason": "this onnxruntime-genai builder has no Model.make_model"}
+
+    return genai_stream.install(base, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":
