@@ -138,4 +138,4 @@ def check_disk(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(probe).free
     if needed > free:
         raise ConversionError(f"{what} needs about {gb(needed)} of disk but only {gb(free)} are free "
-                              f"under {probe}", f"free some space, or write elsewhere with -o")
+                              f"under {probe}", "free some space, or write elsewhere with -o")

@@ -190,7 +190,7 @@ def test_smollm2_gguf_converts_with_the_cli_and_answers_paris() -> None:
 # -- errors and detection (fast) --------------------------------------------------------
 
 def test_task_detection(tmp_path: Path) -> None:
-    from onnxg.convert.pipeline import Source, detect_task
+    from onnxg.convert.sources import Source, detect_task
 
     def folder(name: str, files: dict[str, Any]) -> Source:
         path = tmp_path / name
@@ -296,7 +296,7 @@ def test_recipe_options_yield_to_the_user() -> None:
 
 
 def test_repo_id_revision_and_subfolder_from_the_hub_cache(onnxg_home: Path, tmp_path: Path) -> None:
-    from onnxg.convert.pipeline import resolve_source
+    from onnxg.convert.sources import resolve_source
     from onnxg.runtime.errors import ConversionError
 
     model = tmp_path / "model"

@@ -23,7 +23,6 @@ keeps the builder's plain path; ``plan`` says which and why.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
