@@ -162,8 +162,8 @@ def run_on_ray(settings: Settings, address: str | None, replicas: int | None, au
         from onnxg.service import daemon
 
         settings = daemon.with_port(settings)
-    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-    step(f"deploying {scale.most if not scale.autoscale else '%d-%d' % scale.autoscale} replica(s) on {where}")
+    count = f"{scale.autoscale[0]}-{scale.autoscale[1]}" if scale.autoscale else str(scale.replicas)
+    step(f"deploying {count} replica(s) on " + (f"the Ray cluster at {address}" if address else "a local Ray cluster"))
 
     def ready(url: str) -> None:
         out.print(f"onnxg ready at {url}/v1 (Ray Serve)", markup=False)

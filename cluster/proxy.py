@@ -65,7 +65,9 @@ class OpenAIErrors:
             await self.app(scope, receive, send)
             return
         if self.api_key and scope.get("path", "").startswith("/-/routes") and not authorized(scope, self.api_key):
-            await _send(send, 401, openai_error(401, "Incorrect or missing API key."))
+            from onnxg.server.errors import unauthorized
+
+            await _send(send, 401, unauthorized().encode())
             return
         held: Message | None = None
         body = bytearray()

@@ -23,7 +23,7 @@ from onnxg.runtime.errors import InvalidRequest, OnnxgError
 from onnxg.server.settings import Settings
 
 APP_NAME = "onnxg"
-START_TIMEOUT_S = 600.0
+REPLICA_HEADER = b"x-onnxg-replica"
 
 
 class DeployError(OnnxgError):
@@ -92,10 +92,30 @@ def application(settings: Settings, scale: Scale) -> Any:
         def __serve_build_asgi_app__(self) -> Any:
             from onnxg.server.app import create_app
 
-            return create_app(Settings(**self.fields))
+            replica = serve.get_replica_context().replica_id.to_full_id_str()
+            return ReplicaHeader(create_app(Settings(**self.fields)), replica)
 
     fields = dataclasses.asdict(settings)
     return serve.deployment(OnnxgReplica, **deployment_options(settings, scale)).bind(fields)
+
+
+class ReplicaHeader:
+    """ASGI wrapper: every response says which replica answered (``x-onnxg-replica``)."""
+
+    def __init__(self, app: Any, replica: str) -> None:
+        self.app, self.value = app, replica.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (REPLICA_HEADER, self.value)]}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
 
 
 def build(args: dict[str, Any]) -> Any:
