@@ -30,17 +30,20 @@ USER = [{"role": "user", "content": "Say something long."}]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A 2-node cluster (2 logical CPUs each); yields the environment its clients need."""
-    pytest.importorskip("ray")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("needs onnxg[ray]")
     from onnxg.cluster import ray_session
 
     saved = dict(os.environ)
-    os.environ.update(ray_session.local_env(KEY))  # before `import ray`: it reads them at import
+    temp_dir = ray_session.short_temp_dir()
+    os.environ.update(ray_session.local_env(KEY), RAY_TMPDIR=temp_dir)  # before `import ray`: read at import
     from ray.cluster_utils import Cluster
 
-    temp_dir = ray_session.short_temp_dir()
     node = {"num_cpus": 2, "object_store_memory": 100 * 2**20, "node_ip_address": "127.0.0.1"}
     ray_cluster = Cluster(initialize_head=True,
-                          head_node_args={**node, "temp_dir": temp_dir, "include_dashboard": False})
+                          head_node_args={**node, "include_dashboard": False})
     try:
         ray_cluster.add_node(**node)
         ray_cluster.wait_for_nodes()
