@@ -7,11 +7,12 @@ file takes constant memory; a ``.npy`` header is rewritten with the final row co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -138,14 +139,10 @@ def _jsonl(index: int, text: str, vector: Any) -> str:
                       separators=(",", ":")) + "\n"
 
 
-def _load_model(model: str | None, threads: int | None, pooling: str | None, normalize: bool | None,
-                max_length: int | None, truncate: bool) -> Any:
+def _resolve_model(model: str | None) -> Any:
     from onnxg.convert import defaults
-    from onnxg.runtime import loading
 
-    path = defaults.resolve(model, step) if model is not None else defaults.default_model("embedding", step)
-    return loading.load_embedding(path, threads=threads, pooling=pooling, normalize=normalize,
-                                  max_length=max_length, truncate=truncate)
+    return defaults.resolve(model, step) if model is not None else defaults.default_model("embedding", step)
 
 
 def embed(
@@ -161,6 +158,13 @@ def embed(
     no_truncate: Annotated[bool, typer.Option("--no-truncate", help="Fail on over-long inputs instead of truncating.")] = False,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for the model.")] = None,
     as_text: Annotated[bool, typer.Option("--text", "-t", help="Treat INPUT as text even if it looks like a path.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Spread the work over Ray workers (pip install 'onnxg[ray]').",
+                                      rich_help_panel="Ray")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster for this command).",
+        rich_help_panel="Ray")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Ray workers, each with the model loaded (default 2).",
+                                                rich_help_panel="Ray")] = None,
 ) -> None:
     if batch_size < 1:
         raise InvalidRequest("--batch-size must be at least 1", param="batch_size")
@@ -171,18 +175,44 @@ def embed(
     first = next(_chunks(lines, CHUNK_LINES), None)  # read (and validate) before loading the model
     if not first:
         raise InvalidRequest(f"nothing to embed: {source.name} has no non-empty lines")
+    if not ray and (ray_address is not None or workers is not None):
+        raise InvalidRequest(f"{'--ray-address' if ray_address is not None else '--workers'} needs --ray",
+                             param="ray_address" if ray_address is not None else "workers")
     started = time.monotonic()
-    loaded = _load_model(model, threads, pooling, False if no_normalize else None, max_length, not no_truncate)
-    if out_path is not None and out_path.suffix.lower() == ".npy" and getattr(loaded, "multi_vector", False):
-        raise InvalidRequest("multi-vector output has one vector per token: write it to .jsonl", param="out")
-    count, tokens = _run(loaded, source, first, lines, out_path, batch_size, started)
+    path = _resolve_model(model)
+    options = {"threads": threads, "pooling": pooling, "normalize": False if no_normalize else None,
+               "max_length": max_length, "truncate": not no_truncate}
+    with _embedder(path, options, batch_size, ray, ray_address, workers) as (info, embed_chunks):
+        if out_path is not None and out_path.suffix.lower() == ".npy" and info.multi_vector:
+            raise InvalidRequest("multi-vector output has one vector per token: write it to .jsonl", param="out")
+        count, tokens = _run(embed_chunks, source, first, lines, out_path, started)
     if out_path is not None:
         err.print(f"[green]✓[/green] {count} input{'s' if count != 1 else ''} ({tokens} tokens, "
-                  f"{loaded.dimensions} dimensions) -> {escape(str(out_path))} in {time.monotonic() - started:.1f}s")
+                  f"{info.dimensions} dimensions) -> {escape(str(out_path))} in {time.monotonic() - started:.1f}s")
 
 
-def _run(model: Any, source: _Source, first: list[str], rest: Iterator[str], out_path: Path | None,
-         batch_size: int, started: float) -> tuple[int, int]:
+EmbedChunks = Callable[[Iterator[list[str]]], Iterator[tuple[list[str], Any]]]
+
+
+@contextlib.contextmanager
+def _embedder(path: Path, options: dict[str, Any], batch_size: int, ray: bool, address: str | None,
+              workers: int | None) -> Iterator[tuple[Any, EmbedChunks]]:
+    """(the model's ``dimensions``/``multi_vector``, chunks -> (chunk, result) in input order):
+    the model in this process, or ``workers`` copies of it on Ray (``cluster.embed``)."""
+    if ray:
+        from onnxg.cluster import embed as cluster_embed
+
+        with cluster_embed.pool(path, options, batch_size, workers or 2, address) as pool:
+            yield pool.info, pool.embed_in_order
+        return
+    from onnxg.runtime import loading
+
+    loaded = loading.load_embedding(path, **options)
+    yield loaded, lambda chunks: ((chunk, loaded.embed(chunk, batch_size=batch_size)) for chunk in chunks)
+
+
+def _run(embed_chunks: EmbedChunks, source: _Source, first: list[str], rest: Iterator[str], out_path: Path | None,
+         started: float) -> tuple[int, int]:
     partial = out_path.with_name(f".{out_path.name}.partial") if out_path else None
     binary = bool(out_path and out_path.suffix.lower() == ".npy")
     handle: IO[Any]
@@ -198,8 +228,7 @@ def _run(model: Any, source: _Source, first: list[str], rest: Iterator[str], out
     count = tokens = 0
     try:
         chunks = _chain(first, _chunks(rest, CHUNK_LINES))
-        for chunk in chunks:
-            result = model.embed(chunk, batch_size=batch_size)
+        for chunk, result in embed_chunks(chunks):
             tokens += result.total_tokens
             if npy is not None:
                 npy.write(result.vectors)

@@ -99,6 +99,18 @@ def serve(
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; print the URL once it answers.")
     ] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Serve replicas on a Ray cluster (pip install 'onnxg[ray]').",
+                                      rich_help_panel="Ray")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster started for this "
+        "server).", rich_help_panel="Ray")] = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="Replicas, each a whole onnxg server (default 1).",
+                                                 rich_help_panel="Ray")] = None,
+    autoscale: Annotated[str | None, typer.Option(
+        metavar="MIN:MAX", help="Scale replicas between MIN and MAX on requests in flight.", rich_help_panel="Ray")
+    ] = None,
+    replica_cpus: Annotated[float | None, typer.Option(
+        min=0.0, help="CPUs Ray reserves per replica (default 1).", rich_help_panel="Ray")] = None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API (chat, completions, embeddings)."""
     if log_level.lower() not in LOG_LEVELS:
@@ -109,13 +121,57 @@ def serve(
         cors_origins=list(cors_origin or []), max_concurrency=max_concurrency, grace_period=grace_period,
         threads=threads, kv_cache_mb=kv_cache_mb, log_level=log_level.lower(), ui=ui,
     )
+    ray_args = _ray_args(ray, ray_address, replicas, autoscale, replica_cpus)
     if detach:
-        start_detached(settings)
+        start_detached(settings, extra_args=ray_args)
+        return
+    if ray:
+        run_on_ray(replace(settings, models=_models(settings.models)), ray_address, replicas, autoscale, replica_cpus)
         return
     run(replace(settings, models=_models(settings.models)))
 
 
-def start_detached(settings: Settings, timeout: float | None = None) -> None:
+def _ray_args(ray: bool, address: str | None, replicas: int | None, autoscale: str | None,
+              replica_cpus: float | None) -> list[str]:
+    """The Ray options as flags for a background child; refused without --ray."""
+    given = {"--ray-address": address, "--replicas": replicas, "--autoscale": autoscale,
+             "--replica-cpus": replica_cpus}
+    if not ray:
+        named = [flag for flag, value in given.items() if value is not None]
+        if named:
+            raise InvalidRequest(f"{named[0]} needs --ray", param=named[0].lstrip("-").replace("-", "_"))
+        return []
+    if replicas is not None and autoscale is not None:
+        raise InvalidRequest("pass either --replicas or --autoscale, not both", param="autoscale")
+    args = ["--ray"]
+    for flag, value in given.items():
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def run_on_ray(settings: Settings, address: str | None, replicas: int | None, autoscale: str | None,
+               replica_cpus: float | None) -> None:
+    """``onnxg serve --ray`` in the foreground: deploy, print the URL, serve until SIGTERM / Ctrl-C."""
+    from onnxg.cluster import serve as cluster_serve
+
+    scale = cluster_serve.Scale(
+        replicas=replicas or 1, replica_cpus=1.0 if replica_cpus is None else replica_cpus,
+        autoscale=cluster_serve.parse_autoscale(autoscale) if autoscale is not None else None)
+    if settings.port == 0:
+        from onnxg.service import daemon
+
+        settings = daemon.with_port(settings)
+    count = f"{scale.autoscale[0]}-{scale.autoscale[1]}" if scale.autoscale else str(scale.replicas)
+    step(f"deploying {count} replica(s) on " + (f"the Ray cluster at {address}" if address else "a local Ray cluster"))
+
+    def ready(url: str) -> None:
+        out.print(f"onnxg ready at {url}/v1 (Ray Serve)", markup=False)
+
+    cluster_serve.run(settings, scale, address, ready)
+
+
+def start_detached(settings: Settings, timeout: float | None = None, extra_args: list[str] | None = None) -> None:
     """``onnxg serve --detach``: the models made ready here (progress on stderr), then the server
     started in the background; returns once it answers /health and its URL is printed.
 
@@ -136,7 +192,8 @@ def start_detached(settings: Settings, timeout: float | None = None) -> None:
 
     try:
         record, proc = daemon.start(
-            replace(settings, models=daemon.normalize_models(refs)), origin="detach",
+            replace(settings, models=daemon.normalize_models(refs)), origin="ray" if extra_args else "detach",
+            extra_args=extra_args or (),
             timeout=daemon.DEFAULT_START_TIMEOUT_S if timeout is None else timeout,
             prepare=lambda: _models(refs), on_wait=show,
         )

@@ -1,0 +1,196 @@
+"""``onnxg serve --ray``: whole onnxg apps as Ray Serve replicas, behind Serve's proxy.
+
+Each replica builds ``server.app.create_app(settings)`` itself (``serve.ingress`` with a
+builder), so it loads its models, warms up, batches and answers exactly like ``onnxg serve``;
+Serve's proxy adds one hop and spreads requests (streams pass through unbuffered, a client
+that leaves cancels the replica's stream). ``application(settings, scale)`` is the Serve app;
+``build(args)`` is the same for an import path (``serve run onnxg.cluster.serve:build``, a
+KubeRay ``RayService``); ``run`` is the foreground command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from onnxg.runtime.errors import InvalidRequest, OnnxgError
+from onnxg.server.settings import Settings
+
+APP_NAME = "onnxg"
+REPLICA_HEADER = b"x-onnxg-replica"
+
+
+class DeployError(OnnxgError):
+    code = "ray_deploy_failed"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How many replicas, and what each reserves."""
+
+    replicas: int = 1
+    autoscale: tuple[int, int] | None = None
+    """(min, max) replicas: Serve scales on requests in flight, instead of ``replicas``."""
+    replica_cpus: float = 1.0
+
+    @property
+    def most(self) -> int:
+        return self.autoscale[1] if self.autoscale else self.replicas
+
+
+def parse_autoscale(text: str) -> tuple[int, int]:
+    """``"1:4"`` -> (1, 4)."""
+    low, sep, high = text.partition(":")
+    try:
+        bounds = (int(low), int(high)) if sep else (-1, -1)
+    except ValueError:
+        bounds = (-1, -1)
+    if bounds[0] < 0 or bounds[1] < max(1, bounds[0]):
+        raise InvalidRequest(f"--autoscale takes MIN:MAX replicas (0 <= MIN <= MAX, MAX >= 1), not {text!r}",
+                             param="autoscale")
+    return bounds
+
+
+def deployment_options(settings: Settings, scale: Scale) -> dict[str, Any]:
+    """Serve's options sized for onnxg: each replica takes as many requests as it batches."""
+    options: dict[str, Any] = {
+        "name": "onnxg",
+        "max_ongoing_requests": settings.max_concurrency,  # Serve's default (5) starves the batcher
+        "graceful_shutdown_timeout_s": settings.grace_period,
+        "health_check_period_s": 5.0,
+        "ray_actor_options": {"num_cpus": scale.replica_cpus},
+    }
+    if scale.autoscale:
+        options["autoscaling_config"] = {
+            "min_replicas": scale.autoscale[0], "max_replicas": scale.autoscale[1],
+            "initial_replicas": max(1, scale.autoscale[0]),
+            "target_ongoing_requests": max(1, settings.max_concurrency // 2),
+            "upscale_delay_s": 10.0, "downscale_delay_s": 120.0,  # Serve's 600 s keeps idle models loaded
+        }
+    else:
+        options["num_replicas"] = scale.replicas
+    return options
+
+
+def application(settings: Settings, scale: Scale) -> Any:
+    """The Serve application; ``settings.models`` must be folders that exist on every node."""
+    from ray import serve
+
+    @serve.ingress()
+    class OnnxgReplica:
+        """One replica: a whole onnxg server app, built where the replica runs."""
+
+        def __init__(self, fields: dict[str, Any]) -> None:
+            self.fields = fields
+
+        def __serve_build_asgi_app__(self) -> Any:
+            from onnxg.server.app import create_app
+
+            replica = serve.get_replica_context().replica_id.to_full_id_str()
+            return ReplicaHeader(create_app(Settings(**self.fields)), replica)
+
+    fields = dataclasses.asdict(settings)
+    return serve.deployment(OnnxgReplica, **deployment_options(settings, scale)).bind(fields)
+
+
+class ReplicaHeader:
+    """ASGI wrapper: every response says which replica answered (``x-onnxg-replica``)."""
+
+    def __init__(self, app: Any, replica: str) -> None:
+        self.app, self.value = app, replica.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (REPLICA_HEADER, self.value)]}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+def build(args: dict[str, Any]) -> Any:
+    """Import-path builder (``onnxg.cluster.serve:build``) for ``serve run`` or a RayService config.
+
+    ``args``: ``models`` (folders on every node), optional ``replicas``, ``autoscale`` ("1:4"),
+    ``replica_cpus`` and any ``Settings`` field (``api_key``, ``max_concurrency``, ...).
+    """
+    args = dict(args)
+    models = args.pop("models", [])
+    scale = Scale(replicas=int(args.pop("replicas", 1)), replica_cpus=float(args.pop("replica_cpus", 1.0)),
+                  autoscale=parse_autoscale(str(args.pop("autoscale"))) if "autoscale" in args else None)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise InvalidRequest(f"unknown onnxg setting(s): {', '.join(unknown)}", param=unknown[0])
+    return application(Settings(models=[models] if isinstance(models, str) else list(models), **args), scale)
+
+
+def run(settings: Settings, scale: Scale, address: str | None,
+        on_ready: Callable[[str], None], stop: threading.Event | None = None) -> None:
+    """Start or join a cluster, deploy, call ``on_ready(url)``, and serve until SIGTERM / Ctrl-C
+    (or ``stop`` is set); then delete the app (and end a cluster this call started)."""
+    from onnxg.cluster import ray_session
+
+    cpus = max(os.cpu_count() or 1, math.ceil(scale.most * scale.replica_cpus))
+    with ray_session.session(address, num_cpus=cpus, api_key=settings.api_key) as session:
+        from ray import serve
+
+        stop = stop or threading.Event()
+        previous = _on_signals(stop)
+        try:
+            deploy(settings, scale)
+            on_ready(settings.url)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            _restore(previous)
+            try:
+                if session.started:
+                    serve.shutdown()
+                else:
+                    serve.delete(APP_NAME)
+            except Exception:  # noqa: BLE001 - a cluster gone meanwhile has nothing left to delete
+                pass
+
+
+def deploy(settings: Settings, scale: Scale) -> None:
+    """Start Serve (its proxy on ``settings.host:port``, head node only) and deploy the app."""
+    from ray import serve
+
+    serve.start(proxy_location="HeadOnly", http_options={"host": settings.host, "port": settings.port},
+                logging_config={"log_level": "WARNING", "enable_access_log": False})
+    try:
+        serve.run(application(settings, scale), name=APP_NAME, route_prefix="/",
+                  logging_config={"log_level": "WARNING", "enable_access_log": False})
+    except Exception as exc:  # noqa: BLE001 - Serve reports a replica's failure as a long RuntimeError
+        raise DeployError(f"the onnxg replicas could not start: {_first_line(exc)}",
+                          hint="see the replica logs under the Ray session's logs/serve folder") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):  # the replica's own error is the last exception line
+        if "Error:" in line and not line.startswith("Traceback"):
+            return line[:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _on_signals(stop: threading.Event) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

@@ -1,0 +1,110 @@
+"""onnxg.cluster without a cluster: the proxy's error rewriting, option parsing, CLI refusals.
+
+The real 2-node runs are tests/test_ray.py (``-m ray``); nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from onnxg.cli.main import main
+from onnxg.cluster import proxy
+from onnxg.cluster import serve as cluster_serve
+from onnxg.runtime.errors import InvalidRequest
+from onnxg.server.settings import Settings
+
+
+def _call(app: Any, path: str = "/v1/chat/completions", headers: list[tuple[bytes, bytes]] | None = None,
+          key: str | None = None) -> tuple[int, dict[bytes, bytes], bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": path, "headers": headers or []}
+    asyncio.run(proxy.OpenAIErrors(app, api_key=key)(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), body
+
+
+def _plain(status: int, text: bytes, kind: bytes = b"text/plain; charset=utf-8",
+           extra: list[tuple[bytes, bytes]] | None = None) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", kind), *(extra or [])]})
+        await send({"type": "http.response.body", "body": text[:5], "more_body": True})
+        await send({"type": "http.response.body", "body": text[5:]})
+
+    return app
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "replica_failed"), (503, "service_unavailable"),
+                                              (408, "timeout"), (404, "not_found")])
+def test_the_proxys_plain_text_errors_become_openai_error_json(status: int, code: str) -> None:
+    got, headers, body = _call(_plain(status, b"Internal Server Error", extra=[(b"retry-after", b"1")]))
+    assert got == status
+    assert headers[b"content-type"] == b"application/json"
+    assert int(headers[b"content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == code
+    assert error["type"] == ("server_error" if status >= 500 or status == 408 else "invalid_request_error")
+    assert headers[b"retry-after"] == b"1"
+
+
+def test_json_errors_streams_and_successes_pass_untouched() -> None:
+    replica_error = b'{"error":{"message":"m","type":"invalid_request_error","param":"model","code":"x"}}'
+    assert _call(_plain(404, replica_error, b"application/json"))[2] == replica_error
+    assert _call(_plain(200, b"hello there", b"text/plain"))[2] == b"hello there"
+    assert _call(_plain(200, b"data: {}\n\n", b"text/event-stream"))[2] == b"data: {}\n\n"
+
+
+def test_rays_own_routes_need_the_api_key() -> None:
+    routes = _plain(200, b'{"/":"onnxg"}', b"application/json")
+    status, _, body = _call(routes, "/-/routes", key="k")
+    assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
+    assert _call(routes, "/-/routes", [(b"authorization", b"Bearer k")], key="k")[0] == 200
+    assert _call(routes, "/-/routes")[0] == 200  # no key set: as open as /health
+
+
+def test_autoscale_bounds() -> None:
+    assert cluster_serve.parse_autoscale("0:4") == (0, 4)
+    for bad in ("4", "3:2", "a:b", "0:0", "-1:2"):
+        with pytest.raises(InvalidRequest) as caught:
+            cluster_serve.parse_autoscale(bad)
+        assert caught.value.param == "autoscale"
+
+
+def test_deployment_options_fit_onnxg_batching() -> None:
+    settings = Settings(max_concurrency=48, grace_period=7.0)
+    fixed = cluster_serve.deployment_options(settings, cluster_serve.Scale(replicas=3, replica_cpus=2.0))
+    assert fixed["num_replicas"] == 3 and fixed["max_ongoing_requests"] == 48
+    assert fixed["ray_actor_options"] == {"num_cpus": 2.0} and fixed["graceful_shutdown_timeout_s"] == 7.0
+    scaled = cluster_serve.deployment_options(settings, cluster_serve.Scale(autoscale=(1, 4)))
+    assert "num_replicas" not in scaled
+    assert scaled["autoscaling_config"]["max_replicas"] == 4
+    assert scaled["autoscaling_config"]["downscale_delay_s"] < 600
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["serve", "--replicas", "2"], "--replicas needs --ray"),
+    (["serve", "--ray-address", "x:1"], "--ray-address needs --ray"),
+    (["serve", "--ray", "--replicas", "2", "--autoscale", "1:3"], "either --replicas or --autoscale"),
+    (["embed", "--workers", "2", "--text", "hi"], "--workers needs --ray"),
+])
+def test_ray_options_without_ray_are_one_line_errors(argv: list[str], message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert "ray" not in sys.modules
