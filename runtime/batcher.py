@@ -35,11 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from onnxg.runtime.genai_engine import Job, Row
+from onnxg.runtime.jobs import Job, Row
 from onnxg.runtime.errors import GenerationError, KVBudgetExceeded, QueueFull, short_message
 from onnxg.runtime.kvgraph import DecoderGraph
 from onnxg.runtime.prefix import PrefixCache, common_prefix
-from onnxg.runtime.sampling import log_softmax, top_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +48,6 @@ MAX_BATCH = 32
 MAX_WAITING = 256
 MIN_REUSE = 4  # shorter common prefixes are recomputed
 CACHE_SHARE = 0.25  # of the budget, at most, for the prefix cache
-
-
-def sampler_finished(sampler: Any) -> bool:
-    """The hook for constrained decoding: a sampler may end its row (its grammar is complete)."""
-    return bool(getattr(sampler, "finished", False))
 
 
 @dataclass(eq=False)
@@ -391,22 +385,5 @@ class BatchEngine:
         if row.finished or row.job.cancelled:
             return
         token = row.sampler.choose(logits)
-        info = None
-        if row.sampler.want_logprobs:
-            lp = log_softmax(logits)
-            info = (float(lp[token]), top_logprobs(lp, row.sampler.top_logprobs))
-        row.sampler.remember(token)
-        row.generated += 1
         seq.tokens.append(token)
-        events = row.job.events
-        if token in self.eos_ids:
-            row.finished = True
-            events.put(("end", row.index, "stop"))
-            return
-        events.put(("token", row.index, token, info))
-        if sampler_finished(row.sampler):
-            row.finished = True
-            events.put(("end", row.index, "stop"))
-        elif row.generated >= row.budget:
-            row.finished = True
-            events.put(("end", row.index, "length"))
+        row.accept(token, logits, self.eos_ids)

@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Literal
 from onnxg.runtime import kvgraph, memory, store
 from onnxg.runtime.batcher import BatchEngine
 from onnxg.runtime.contracts import Chunk, Message, Prompt, Result, TokenLogprob, Usage, collect
-from onnxg.runtime.genai_engine import Engine, Job, Row
+from onnxg.runtime.genai_engine import Engine
+from onnxg.runtime.jobs import Job, Row
 from onnxg.runtime.errors import ContextLengthExceeded, GenerationError, InvalidRequest, ModelLoadError
 from onnxg.runtime.layout import Kind
 from onnxg.runtime.options import GenerationOptions

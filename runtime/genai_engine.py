@@ -26,56 +26,17 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from onnxg.runtime.errors import GenerationError, short_message
-from onnxg.runtime.sampling import Sampler, log_softmax, top_logprobs
+from onnxg.runtime.jobs import Job, Row
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 16
 COALESCE_S = 0.003
-
-
-@dataclass
-class Row:
-    """One sequence being generated: one choice of one job."""
-
-    job: Job
-    index: int
-    sampler: Sampler
-    prompt: list[int]
-    budget: int  # tokens it may still generate
-    generated: int = 0
-    finished: bool = False  # set by the scheduler, or by the consumer (stop string found)
-    closed: bool = False  # onnxruntime-genai was given its end-of-sequence token
-
-
-@dataclass
-class Job:
-    """A prompt with n rows; the scheduler reports into ``events``.
-
-    Events: ("token", row_index, token_id, logprob_info | None), ("end", row_index, reason),
-    ("error", exception). reason: "stop" (end of sequence), "length" or "cancelled".
-    """
-
-    prompt: list[int]
-    rows: list[Row] = field(default_factory=list)
-    events: queue.SimpleQueue[tuple[Any, ...]] = field(default_factory=queue.SimpleQueue)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    stopped: bool = False  # the consumer left; unlike ``cancel`` (the caller's), set by us
-    cached_tokens: int = 0  # prompt tokens whose key-value entries were reused, not computed
-
-    @property
-    def cancelled(self) -> bool:
-        return self.stopped or self.cancel.is_set()
-
-    def finish_row(self, index: int) -> None:
-        """Called by the consumer: stop generating this row at the next token."""
-        self.rows[index].finished = True
 
 
 class _Batch:
@@ -153,20 +114,8 @@ class _Batch:
             self._report(self.rows[i], int(chosen[i]), logits[i])
 
     def _report(self, row: Row, token: int, logits: np.ndarray) -> None:
-        info = None
-        if row.sampler.want_logprobs:
-            lp = log_softmax(logits)
-            info = (float(lp[token]), top_logprobs(lp, row.sampler.top_logprobs))
-        row.sampler.remember(token)
-        row.generated += 1
-        if token in self.engine.eos_ids:
-            row.finished = row.closed = True
-            row.job.events.put(("end", row.index, "stop"))
-            return
-        row.job.events.put(("token", row.index, token, info))
-        if row.generated >= row.budget:
-            row.finished = True
-            row.job.events.put(("end", row.index, "length"))
+        if row.accept(token, logits, self.engine.eos_ids) and token in self.engine.eos_ids:
+            row.closed = True  # onnxruntime-genai saw the end of sequence itself
 
     def fail(self, exc: BaseException) -> None:
         jobs = {id(r.job): r.job for r in self.rows}

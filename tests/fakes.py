@@ -71,7 +71,7 @@ def _error_class(name: str) -> type[BaseException]:
     if isinstance(found, type) and issubclass(found, BaseException):
         return found
     if name == "GenerationError":
-        from onnxg.runtime.genai_engine import GenerationError
+        from onnxg.runtime.errors import GenerationError
 
         return GenerationError
     return RuntimeError
@@ -193,7 +193,7 @@ class FakeChatModel:
                     if cancel.is_set():
                         return
                     if fail_after is not None and emitted >= fail_after:
-                        from onnxg.runtime.genai_engine import GenerationError
+                        from onnxg.runtime.errors import GenerationError
 
                         raise GenerationError("generation failed: the fake model was told to fail")
                     if step == len(reply):
