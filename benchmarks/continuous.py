@@ -2,8 +2,9 @@
 
 Each client sends streamed chat requests one after another (staggered starts, 64 new tokens,
 temperature 0) for ``--seconds``; the figure is all completion tokens received / wall time.
-Both servers run on the same machine, with the same thread count, one after the other in one
-run; also reports peak RSS of each server under the largest load.
+Both servers run on the same machine, with the same thread count, started together and loaded
+in turn (which goes first alternates per client count), in one run; also reports peak RSS of
+each server under the largest load and the machine's CPU flags and load.
 
     python benchmarks/continuous.py --model ~/.cache/onnxg-tests/models/smollm2-int4-cpu-... \\
         --llama-server /path/to/llama-server --gguf /path/to/SmolLM2.Q4_1.gguf --clients 1 4 8 16
@@ -111,21 +112,30 @@ def main() -> None:
     if args.llama_server and args.gguf:
         servers["llama-server"] = [str(args.llama_server), "-m", str(args.gguf), "-np", "16", "-t", str(args.threads),
                                    "-c", str(16 * 512), "--port", "{port}", "--log-disable"]
-    results: dict[str, dict[int, tuple[float, float]]] = {}
-    for name, command in servers.items():
-        port = free_port()
-        proc = subprocess.Popen([c.replace("{port}", str(port)) for c in command],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
+    load_before = os.getloadavg()
+    procs: dict[str, tuple[subprocess.Popen, str, str]] = {}
+    results: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in servers}
+    try:
+        for name, command in servers.items():  # both up at once; only one is loaded at a time
+            port = free_port()
+            proc = subprocess.Popen([c.replace("{port}", str(port)) for c in command],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            url = f"http://127.0.0.1:{port}"
+            procs[name] = (proc, url, args.model.name if name == "onnxg serve" else "gguf")
             wait_ready(url, proc)
-            model = args.model.name if name == "onnxg serve" else "gguf"
-            one_request(url, model, 8)  # warm
-            results[name] = {c: load(url, model, c, args.seconds, args.max_tokens, proc.pid) for c in args.clients}
-            print(name, results[name], file=sys.stderr, flush=True)
-        finally:
+            one_request(url, procs[name][2], 8)  # warm
+        for turn, clients in enumerate(args.clients):
+            # alternate which server goes first, so a change in the machine's load hits both alike
+            for name in (list(servers) if turn % 2 == 0 else list(servers)[::-1]):
+                proc, url, model = procs[name]
+                results[name][clients] = load(url, model, clients, args.seconds, args.max_tokens, proc.pid)
+                print(name, clients, results[name][clients], file=sys.stderr, flush=True)
+    finally:
+        for proc, _, _ in procs.values():
             proc.terminate()
             proc.wait(30)
+    flags = sorted({f for f in Path("/proc/cpuinfo").read_text().split() if f in ("avx2", "avx512f", "avx512_vnni")})
+    print(f"CPU flags: {' '.join(flags)}; load average before/after: {load_before} / {os.getloadavg()}")
     names = list(results)
     print("| clients | " + " | ".join(f"{n} tok/s" for n in names) + (" | ratio |" if len(names) == 2 else " |"))
     print("|---" * (len(names) + 1 + (len(names) == 2)) + "|")
