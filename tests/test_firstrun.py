@@ -237,3 +237,30 @@ def test_a_light_install_pulls_and_serves_without_torch(tiny_embed_model: Path, 
 def default_name_of(home: Path) -> str:
     (folder,) = [p for p in (home / "models").iterdir() if p.is_dir() and not p.name.startswith(".")]
     return folder.name
+
+
+@pytest.mark.model
+@pytest.mark.real
+@pytest.mark.slow
+def test_the_torch_export_of_minilm_keeps_the_accuracy_floor(minilm_source: Path, tmp_path: Path) -> None:
+    """The default MiniLM, exported with torch in the convert environment (no optimum), against
+    sentence-transformers on the 52 sentences of the runtime's accuracy test."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from onnxg.convert.pipeline import convert
+    from onnxg.runtime.embed import OnnxEmbeddingModel
+    from test_embed_runtime import ACCURACY_SENTENCES
+
+    out = convert(str(minilm_source), output=tmp_path / "minilm", task="embedding", precision="fp32",
+                  extra={"exporter": "torch"})
+    manifest = store.read_manifest(out)
+    assert manifest["converter"] == "torch (onnx export)" and "optimum-onnx" not in manifest["toolchain"]
+    assert manifest["toolchain"]["transformers"].startswith("5.")
+    ours = OnnxEmbeddingModel.load(out).embed(ACCURACY_SENTENCES).vectors
+    reference = SentenceTransformer(str(minilm_source), device="cpu").encode(ACCURACY_SENTENCES,
+                                                                               convert_to_numpy=True)
+    ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+    reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    cosines = (ours * reference).sum(axis=1)
+    assert len(ACCURACY_SENTENCES) >= 50 and cosines.min() >= 0.9999, cosines.min()
