@@ -158,7 +158,10 @@ def test_without_the_converter_the_default_says_which_extra(monkeypatch: pytest.
 
 def test_hub_unreachable_falls_back_to_building(monkeypatch: pytest.MonkeyPatch, free_port: int,
                                                 tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
     built: list[tuple[str, dict]] = []
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read at import: the env alone is too late
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port}")  # nothing listens
     monkeypatch.setattr(defaults, "source", lambda kind, progress=None: tmp_path)
@@ -173,7 +176,10 @@ def test_hub_unreachable_falls_back_to_building(monkeypatch: pytest.MonkeyPatch,
 @pytest.mark.model
 def test_a_reachable_hub_gives_the_prebuilt_default_without_converting(
         tiny_embed_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
     monkeypatch.setattr(defaults, "_convert", lambda *a, **k: pytest.fail("converted instead of pulling"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with FakeHub() as hub:
         hub.add_repo("ONNX-models/all-MiniLM-L6-v2-ONNX", tiny_embed_model)
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
