@@ -223,6 +223,8 @@ def test_first_serve_builds_the_defaults_offline(onnxg_home):
     assert listed["smollm2-135m-instruct-int4-cpu"].kind == "chat"
     assert listed["all-minilm-l6-v2-fp32-cpu"].kind == "embedding"
     assert all(e.check is True for e in listed.values())
+    embedding = store.read_manifest(onnxg_home / "models" / "all-minilm-l6-v2-fp32-cpu")
+    assert embedding["converter"].startswith("torch") and "optimum-onnx" not in embedding["toolchain"]
 
 
 def test_a_hub_reference_suggests_pull():
