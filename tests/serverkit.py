@@ -46,7 +46,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.url}/v1"
         self.log_path = home / f"serve-{self.port}.log"
-        self.env = {**os.environ, "ONNXG_HOME": str(home), **(env or {})}
+        inherited = {k: v for k, v in os.environ.items() if k != "ONNXG_API_KEY"}  # a key only when a test gives one
+        self.env = {**inherited, "ONNXG_HOME": str(home), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = START_TIMEOUT) -> ServerProcess:

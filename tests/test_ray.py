@@ -30,31 +30,28 @@ USER = [{"role": "user", "content": "Say something long."}]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A 2-node cluster (2 logical CPUs each); yields the environment its clients need."""
-    import importlib.util
+    import shutil
 
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("needs onnxg[ray]")
     from onnxg.cluster import ray_session
 
     saved = dict(os.environ)
     temp_dir = ray_session.short_temp_dir()
-    os.environ.update(ray_session.local_env(KEY), RAY_TMPDIR=temp_dir)  # before `import ray`: read at import
-    from ray.cluster_utils import Cluster
+    ray_cluster = None
+    try:  # whatever fails, the environment is given back (the API key must not reach later tests)
+        os.environ.update(ray_session.local_env(KEY), RAY_TMPDIR=temp_dir)  # before `import ray`: read at import
+        from ray.cluster_utils import Cluster
 
-    node = {"num_cpus": 2, "object_store_memory": 100 * 2**20, "node_ip_address": "127.0.0.1"}
-    ray_cluster = Cluster(initialize_head=True,
-                          head_node_args={**node, "include_dashboard": False})
-    try:
+        node = {"num_cpus": 2, "object_store_memory": 100 * 2**20, "node_ip_address": "127.0.0.1"}
+        ray_cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
         ray_cluster.add_node(**node)
         ray_cluster.wait_for_nodes()
         env = {**os.environ, "ONNXG_HOME": str(tmp_path_factory.mktemp("home")), "PYTHONUNBUFFERED": "1"}
         yield {**env, "RAY_TEST_ADDRESS": ray_cluster.address}
     finally:
-        ray_cluster.shutdown()
+        if ray_cluster is not None:
+            ray_cluster.shutdown()
         os.environ.clear()
         os.environ.update(saved)
-        import shutil
-
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
