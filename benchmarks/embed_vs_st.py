@@ -201,6 +201,12 @@ def roofline(fp32_dir: Path, int8_ops: tuple[str, ...], texts: list[str], tokeni
     }
 
 
+def fastest(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """The faster of two ceiling timings, key by key."""
+    return {k: (max if k.endswith("gflops") else min)(a[k], b[k]) if k.endswith(("_s", "gflops")) else a[k]
+            for k in a}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fp32", type=Path)
@@ -232,6 +238,9 @@ def main() -> None:
     for run in engines.values():  # warm up (allocators, kernels, caches)
         run()
     print("warmed up", file=sys.stderr, flush=True)
+    # the ceiling is timed before and after the rounds and the faster kept: on a shared
+    # machine one timing alone can land in a busy moment and sit above onnxg's own time
+    roof_before = roofline(fp32_dir, quantized_ops(int8_dir), texts, fp32.tokenizer)
     seconds: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(args.rounds):
         for name, run in engines.items():
@@ -251,7 +260,7 @@ def main() -> None:
         "targets": {"ratio_on_vnni": TARGET_RATIO, "of_ceiling": TARGET_OF_CEILING},
         "profile_fp32": profile(fp32, texts), "profile_int8": profile(int8, texts),
         "cold_start": {k: round(v, 3) for k, v in cold_start(fp32_dir).items()},
-        "roofline": roofline(fp32_dir, quantized_ops(int8_dir), texts, fp32.tokenizer),
+        "roofline": fastest(roof_before, roofline(fp32_dir, quantized_ops(int8_dir), texts, fp32.tokenizer)),
         "int8_quantized_ops": list(quantized_ops(int8_dir)),
         "cpu": os.cpu_count(), "cpu_flags": cpu_flags(),
         "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
@@ -265,6 +274,8 @@ def main() -> None:
     report["of_ceiling"] = {  # the ceiling's time over onnxg's median time
         "fp32": round(roof["fp32_s"] / statistics.median(seconds["onnxg fp32"]), 3),
         "int8": round(roof["int8_onnxg_s"] / statistics.median(seconds["onnxg int8"]), 3),
+        "fp32_best_round": round(roof["fp32_s"] / min(seconds["onnxg fp32"]), 3),
+        "int8_best_round": round(roof["int8_onnxg_s"] / min(seconds["onnxg int8"]), 3),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -276,7 +287,8 @@ def main() -> None:
         ratio, share = report[f"ratio_{kind}"], report["of_ceiling"][kind]
         goal = f">= {TARGET_RATIO[kind]}x on a VNNI CPU" + ("" if vnni else ", not this one")
         print(f"ratio {kind} / sentence-transformers: {ratio}x (target {goal}); "
-              f"{share:.0%} of this CPU's {kind} ceiling (target >= {TARGET_OF_CEILING:.0%})")
+              f"{share:.0%} of this CPU's {kind} ceiling (target >= {TARGET_OF_CEILING:.0%}; "
+              f"fastest round {report['of_ceiling'][kind + '_best_round']:.0%})")
     print(f"fastest rounds only: fp32 {report['best_round_ratio_fp32']}x, int8 {report['best_round_ratio_int8']}x")
     print(f"onnxg profile fp32: {report['profile_fp32']}, int8: {report['profile_int8']}")
     cold = report["cold_start"]
