@@ -8,8 +8,10 @@ Steps, each a worker under the "optimum" toolchain (optimum-onnx pins transforme
    ``--extra exporter=torch``, ``torch_export``: the same graph for a plain BERT-family
    encoder with torch alone, under the "genai" toolchain (the environment of
    ``onnxg[convert]``), so no second torch is installed (the default MiniLM uses it);
-2. ``optimum_quantize`` (``--int8`` / ``--fp16``): ONNX Runtime dynamic quantization,
-   per channel (per-tensor scales cost embedding models badly in accuracy).
+2. ``optimum_quantize`` (``--int8`` / ``--fp16``): ONNX Runtime dynamic quantization of
+   every matrix product, per channel (per-tensor scales cost embedding models badly in
+   accuracy), after SmoothQuant-style scaling of the layer-norm-fed inputs calibrated on
+   ``CHECK_SENTENCES`` (see ``workers/smoothquant.py``).
 
 Then, here: the source's tokenizer files and sentence-transformers metadata are copied
 next to ``model.onnx`` verbatim, and the result is embedded through onnxg's own runtime;
@@ -42,7 +44,8 @@ EXTRA_KEYS = {
     "fuse": "true | false: ONNX Runtime's transformer fusions (default true)",
     "weight_type": "int8 | uint8: int8 weight type (default int8)",
     "per_channel": "true | false (default true)",
-    "quantize_ops": "comma-separated op types to quantize (default MatMul)",
+    "quantize_ops": "comma-separated op types to quantize (default MatMul,Attention)",
+    "smooth": "SmoothQuant alpha for layer-norm-fed inputs before int8 (default 0.5; 0 = off)",
     "reduce_range": "true | false: 7-bit weights (default false)",
     "min_cosine": "the int8 check's minimum cosine (default 0.97)",
     "mean_cosine": "the int8 check's mean cosine (default 0.99)",
@@ -94,6 +97,8 @@ def _check_source(source: Path, precision: str, extra: dict[str, str]) -> None:
     if unknown:
         raise ConversionError(f"unknown --extra option(s) for embedding models: {', '.join(unknown)}",
                               hint="known: " + "; ".join(f"{k} ({v})" for k, v in EXTRA_KEYS.items()))
+    if not 0 <= _number(extra, "smooth", 0.5) <= 1:
+        raise ConversionError(f"--extra smooth={extra['smooth']}: expected a number from 0 to 1 (0 = off)")
     if not source.is_dir() or not (source / "config.json").is_file():
         raise ConversionError(f"{source} is not a Hugging Face model folder (no config.json)",
                               hint="an embedding source is a transformers / sentence-transformers folder")
@@ -239,7 +244,8 @@ def verify(work: Path, reference: Path | None, extra: dict[str, str]) -> dict[st
             raise ConversionError(
                 f"the quantized model drifts from fp32: mean cosine {mean:.4f} (needs {want_mean}), "
                 f"minimum {low:.4f} (needs {want_min})",
-                hint="try --extra weight_type=uint8 or --extra reduce_range=true, or convert with --fp32",
+                hint="try --extra quantize_ops=MatMul (attention projections fp32), --extra smooth=0.7, "
+                     "or convert with --fp32",
             )
     return result
 
@@ -289,6 +295,7 @@ def convert(source: Path, work: Path, *, precision: str, ep: str, extra: dict[st
             if precision == "int8":
                 args.update(per_channel=_flag(extra, "per_channel", True), weight_type=extra.get("weight_type", "int8"),
                             reduce_range=_flag(extra, "reduce_range", False))
+                args.update(smooth_alpha=_number(extra, "smooth", 0.5), calibration=list(CHECK_SENTENCES))
                 if extra.get("quantize_ops"):
                     args["op_types"] = [op.strip() for op in extra["quantize_ops"].split(",") if op.strip()]
             quant = _run(resolved, "optimum_quantize", args, log)

@@ -99,8 +99,18 @@ def test_minilm_fp32_and_int8_embed_correctly(minilm_model: Path, minilm_int8_mo
     assert cos.mean() >= 0.99 and cos.min() >= 0.97, cos
     checked = json.loads((minilm_int8_model / "provenance.test.json").read_text())["verified"]["vs_fp32"]
     assert checked["mean_cosine"] >= 0.99 and checked["min_cosine"] >= 0.97
-    # MatMul weights are int8; the word-embedding table and the fused attention's QKV stay fp32 (accuracy)
-    assert (minilm_int8_model / "model.onnx").stat().st_size < (minilm_model / "model.onnx").stat().st_size * 0.8
+    # every matrix product is int8, the fused attention's QKV included, after smoothing the
+    # layer-norm outputs that feed them (one Mul each: 6 attentions + 6 FFN inputs share 6+6 norms)
+    quantization = json.loads((minilm_int8_model / "provenance.test.json").read_text())["quantization"]
+    assert quantization["op_types"] == ["MatMul", "Attention"] and quantization["smoothing"]["smoothed"] == 12
+    import onnx
+
+    graph = onnx.load(str(minilm_int8_model / "model.onnx")).graph
+    assert sum(n.op_type == "QAttention" for n in graph.node) == 6
+    assert sum(n.op_type == "Mul" and n.name.endswith("/smooth") for n in graph.node) == 12
+    assert not any(n.op_type in ("MatMul", "Attention") for n in graph.node)
+    # only the word-embedding table stays fp32
+    assert (minilm_int8_model / "model.onnx").stat().st_size < (minilm_model / "model.onnx").stat().st_size * 0.7
 
 
 def test_pooling_metadata_written_from_extra(tiny_embed_model: Path, tmp_path: Path) -> None:
@@ -118,7 +128,8 @@ def test_pooling_metadata_written_from_extra(tiny_embed_model: Path, tmp_path: P
 @pytest.mark.parametrize(
     ("precision", "extra", "needle"),
     [("int4", {}, "fp32, fp16, int8"), ("fp32", {"block_size": "32"}, "unknown --extra"),
-     ("int8", {"fuse": "maybe"}, "expected true or false")],
+     ("int8", {"fuse": "maybe"}, "expected true or false"), ("int8", {"smooth": "2"}, "from 0 to 1"),
+     ("int8", {"smooth": "half"}, "expected a number")],
 )
 def test_bad_options_fail_before_exporting(tiny_embed_source: Path, tmp_path: Path, precision: str,
                                            extra: dict[str, str], needle: str) -> None:

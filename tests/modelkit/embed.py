@@ -26,7 +26,8 @@ from modelkit import cache
 _CONVERTER = Path(__file__).resolve().parents[2] / "convert"
 BACKEND = hashlib.sha256(b"".join(
     p.read_bytes() for p in (_CONVERTER / "optimum.py", _CONVERTER / "workers" / "optimum_export.py",
-                             _CONVERTER / "workers" / "optimum_quantize.py"))).hexdigest()[:12]
+                             _CONVERTER / "workers" / "optimum_quantize.py",
+                             _CONVERTER / "workers" / "smoothquant.py"))).hexdigest()[:12]
 TINY_SPEC = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_seq_length": 128, "seed": 0}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
