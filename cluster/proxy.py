@@ -70,11 +70,13 @@ class OpenAIErrors:
             await _send(send, 401, unauthorized().encode())
             return
         held: Message | None = None
+        started = False
         body = bytearray()
 
         async def rewrite(message: Message) -> None:
-            nonlocal held
+            nonlocal held, started
             if message["type"] == "http.response.start":
+                started = True
                 kind = _header(message.get("headers"), b"content-type")
                 if message["status"] >= 400 and not kind.startswith((b"application/json", b"text/event-stream")):
                     held = message
@@ -89,7 +91,12 @@ class OpenAIErrors:
                 return
             await send(message)
 
-        await self.app(scope, receive, rewrite)
+        try:
+            await self.app(scope, receive, rewrite)
+        except Exception:  # noqa: BLE001 - the proxy raised (a replica died): its own handler would answer plain text
+            if started:
+                raise
+            await _send(send, 500, openai_error(500, ""))
 
 
 async def _send(send: Any, status: int, body: bytes, extra: list[Any] | None = None) -> None:

@@ -108,3 +108,21 @@ def test_ray_options_without_ray_are_one_line_errors(argv: list[str], message: s
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert "ray" not in sys.modules
+
+
+def test_a_proxy_that_raises_before_answering_gives_openai_json() -> None:
+    """A replica that dies can make the proxy raise rather than answer; its own handler would
+    then write plain text, so the middleware answers instead (once nothing was sent yet)."""
+    async def dying(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("replica died")
+
+    status, headers, body = _call(dying)
+    assert status == 500 and headers[b"content-type"] == b"application/json"
+    assert json.loads(body)["error"]["code"] == "replica_failed"
+
+    async def dies_mid_stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        raise RuntimeError("replica died")
+
+    with pytest.raises(RuntimeError):
+        _call(dies_mid_stream)
