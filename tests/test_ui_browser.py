@@ -171,6 +171,37 @@ def test_a_setting_the_server_refuses_is_shown_with_its_name(page: Any, server: 
     assert page.locator("article.assistant .error").is_hidden()
 
 
+def test_json_schema_mode_and_tools(page: Any, server: AppServer, screens: Screens) -> None:
+    """The page's output format and tools reach the server as response_format and tools: a
+    schema-shaped JSON reply, then a streamed tool call shown apart from the text, then a tools
+    setting that is not JSON said plainly."""
+    import json
+
+    open_chat(page, server.url)
+    page.select_option("#settings [name=format]", "json_schema")
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    page.fill("#settings [name=schema]", json.dumps(schema))
+    reply = send(page, "Where?")
+    finished(reply)
+    assert set(json.loads(reply.locator(".body").inner_text())) == {"city"}
+    page.select_option("#settings [name=format]", "text")
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    page.fill("#settings [name=tools]", json.dumps(tools))
+    page.select_option("#settings [name=tool_choice]", "required")
+    reply = send(page, "CALL:get_weather")
+    finished(reply)
+    calls = reply.locator(".tool-calls")
+    assert calls.is_visible() and calls.inner_text().startswith("→ get_weather(")
+    json.loads(calls.inner_text()[len("→ get_weather("):-1])  # the arguments are JSON
+    screens.shoot(page, "chat-tools")
+    page.fill("#settings [name=tools]", "[not json")
+    reply = send(page, "Again")
+    reply.locator(".error").wait_for()
+    assert "Tools is not JSON" in reply.locator(".error").inner_text()
+
+
 def test_switching_models(page: Any, server: AppServer) -> None:
     open_chat(page, server.url)
     first = send(page, "Who are you?")

@@ -62,7 +62,8 @@ function chatSettings() {
   return Object.fromEntries([...form.elements].filter((f) => f.name).map((f) => [f.name, f.value.trim()]));
 }
 
-/** The /v1/chat/completions body for this history. JSON-schema output and tools go here. */
+/** The /v1/chat/completions body for this history: the settings, the output format (JSON
+ * object or schema, enforced by the server's grammar) and the tools the model may call. */
 function requestBody(history) {
   const s = chatSettings();
   const messages = s.system ? [{ role: "system", content: s.system }] : [];
@@ -70,7 +71,25 @@ function requestBody(history) {
   const body = { model: s.model, messages, stream: true, stream_options: { include_usage: true } };
   for (const name of NUMERIC) if (s[name] !== "") body[name] = Number(s[name]);
   if (s.stop) body.stop = s.stop.split(",").map((x) => x.replace(/\\n/g, "\n")).filter((x) => x);
+  if (s.format === "json_object") body.response_format = { type: "json_object" };
+  if (s.format === "json_schema") {
+    body.response_format = { type: "json_schema", json_schema: { name: "page_schema", strict: true,
+      schema: parseSetting(s.schema, "JSON schema", "an object") } };
+  }
+  if (s.tools) {
+    body.tools = parseSetting(s.tools, "Tools", "a list");
+    body.tool_choice = s.tool_choice || "auto";
+  }
   return body;
+}
+
+function parseSetting(text, label, shape) {
+  if (!text) throw new Error(`${label}: the setting is empty`);
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${label} is not JSON (${shape} is expected): ${error.message}`);
+  }
 }
 
 function persist(conv = current) {
@@ -121,6 +140,14 @@ async function reply(index) {
       if (delta.content || delta.reasoning_content) { first ??= performance.now(); pieces++; }
       if (delta.reasoning_content) msg.reasoning += delta.reasoning_content;
       if (delta.content) msg.content += delta.content;
+      for (const call of delta.tool_calls || []) {  // first delta: id and name; then argument pieces
+        msg.calls ??= [];
+        const slot = (msg.calls[call.index] ??= { name: "", arguments: "" });
+        if (call.function && call.function.name) slot.name = call.function.name;
+        if (call.function && call.function.arguments) slot.arguments += call.function.arguments;
+        first ??= performance.now();
+        pieces++;
+      }
       if (choice.finish_reason) msg.finish = choice.finish_reason;
       paint(conv, index);
     }
@@ -184,6 +211,7 @@ function messageView(msg, index) {
     el("div", { class: "msg-head" }, el("span", { class: "who" }, msg.role === "user" ? "You" : msg.model || "assistant")),
     el("details", { class: "reasoning", hidden: true }, el("summary", {}, "Reasoning"), el("div", { class: "reasoning-body" })),
     el("div", { class: "body" }),
+    el("pre", { class: "tool-calls", hidden: true }),
     el("p", { class: "error", role: "alert", hidden: true }),
     el("div", { class: "stats" }));
   fill(node, msg);
@@ -200,6 +228,9 @@ function fill(node, msg) {
   const body = node.querySelector(".body");
   if (msg.role === "user") body.textContent = msg.content;
   else body.innerHTML = render(msg.content); // safe: render() escapes first
+  const calls = node.querySelector(".tool-calls");
+  calls.hidden = !(msg.calls && msg.calls.length);
+  calls.textContent = (msg.calls || []).map((call) => `→ ${call.name}(${call.arguments})`).join("\n");
   const reasoning = node.querySelector(".reasoning");
   reasoning.hidden = !msg.reasoning;
   node.querySelector(".reasoning-body").textContent = msg.reasoning || "";
