@@ -70,13 +70,12 @@ class OpenAIErrors:
             await _send(send, 401, unauthorized().encode())
             return
         held: Message | None = None
-        started = False
+        forwarded = False  # whether a response start reached the client (held ones do not)
         body = bytearray()
 
         async def rewrite(message: Message) -> None:
-            nonlocal held, started
+            nonlocal held, forwarded
             if message["type"] == "http.response.start":
-                started = True
                 kind = _header(message.get("headers"), b"content-type")
                 if message["status"] >= 400 and not kind.startswith((b"application/json", b"text/event-stream")):
                     held = message
@@ -86,15 +85,17 @@ class OpenAIErrors:
                 if message.get("more_body", False):
                     return
                 extra = [(k, v) for k, v in held.get("headers", ()) if k.lower() == b"retry-after"]
+                forwarded = True
                 await _send(send, held["status"], openai_error(held["status"], body.decode("utf-8", "replace")),
                             extra)
                 return
+            forwarded = forwarded or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, receive, rewrite)
-        except Exception:  # noqa: BLE001 - the proxy raised (a replica died): its own handler would answer plain text
-            if started:
+        except Exception:  # noqa: BLE001 - the proxy raised (a replica died): uvicorn would answer plain text
+            if forwarded:
                 raise
             await _send(send, 500, openai_error(500, ""))
 

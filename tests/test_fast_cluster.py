@@ -126,3 +126,10 @@ def test_a_proxy_that_raises_before_answering_gives_openai_json() -> None:
 
     with pytest.raises(RuntimeError):
         _call(dies_mid_stream)
+
+    async def dies_after_a_plain_error_began(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+        raise RuntimeError("replica died")  # the start was held back: the client has seen nothing yet
+
+    status, headers, body = _call(dies_after_a_plain_error_began)
+    assert status == 500 and json.loads(body)["error"]["type"] == "server_error"
