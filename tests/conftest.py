@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,20 @@ def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> 
     folder = getattr(config, "onnxg_ui_screenshots", None)
     if folder is not None:
         terminalreporter.write_line(f"chat page screenshots: {folder}")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def http(server: Any) -> Any:
+    """Raw HTTP to the module's ``server`` (an ``AppServer`` or a ``ServerProcess``)."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(server: Any) -> Any:
+    """The official openai client on the module's ``server``, retries off."""
+    from serverkit import openai_client
+
+    return openai_client(server)

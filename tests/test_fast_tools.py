@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fakes import FakeChatModel
-from serverkit import AppServer, error_of, openai_client, stream_events
+from serverkit import AppServer, error_of, stream_events
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather of a city",
@@ -30,17 +30,6 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 def server() -> Any:
     with AppServer([FakeChatModel()]) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def http(server: AppServer) -> Any:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(server: AppServer) -> Any:
-    return openai_client(server, timeout=30)
 
 
 def _chat(http: httpx.Client, **body: Any) -> httpx.Response:

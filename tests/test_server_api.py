@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serverkit import ServerProcess, check_framing, error_of, openai_client, stream_events
+from serverkit import ServerProcess, check_framing, error_of, stream_events
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -39,17 +39,6 @@ def chat_id(tiny_chat_model: Path) -> str:
 @pytest.fixture(scope="module")
 def embed_id(tiny_embed_model: Path) -> str:
     return tiny_embed_model.name
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Any:
-    return openai_client(server)
-
-
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Any:
-    with httpx.Client(base_url=server.url, timeout=120) as c:
-        yield c
 
 
 USER = [{"role": "user", "content": "Say something."}]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
-from serverkit import ServerProcess, openai_client
+from serverkit import ServerProcess
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather of a city",
@@ -34,11 +34,6 @@ def server(smollm2_model: Path, minilm_model: Path, tmp_path_factory: pytest.Tem
                         tmp_path_factory.mktemp("serve-tools")).start()
     yield srv
     assert srv.stop() == 0, srv.log()
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Any:
-    return openai_client(server, timeout=120)
 
 
 @pytest.fixture(scope="module")
