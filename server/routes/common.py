@@ -19,9 +19,8 @@ from onnxg.server.protocol import PromptTokensDetails, StreamOptions, Usage
 if TYPE_CHECKING:
     from litestar.response import Stream
 
-    from onnxg.runtime.chat import GenaiChatModel
-
-    from onnxg.runtime.contracts import Result
+    from onnxg.runtime.contracts import ChatModel, Result
+    from onnxg.runtime.contracts import Usage as RuntimeUsage
 
     from onnxg.runtime.options import GenerationOptions
 
@@ -145,14 +144,14 @@ def event_stream(
     return generator
 
 
-def wire_usage(usage: Any) -> Usage:
-    """OpenAI's usage object from the runtime's token counts (a ``runtime.chat.Usage``)."""
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens,
-                 PromptTokensDetails(getattr(usage, "cached_tokens", 0)))
+def wire_usage(usage: RuntimeUsage) -> Usage:
+    """OpenAI's usage object from the runtime's token counts."""
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
+                 PromptTokensDetails(usage.cached_tokens))
 
 
 async def stream_response(
-    model: GenaiChatModel,
+    model: ChatModel,
     model_id: str,
     prompt: Any,
     opts: GenerationOptions,
@@ -183,7 +182,7 @@ async def stream_response(
 
 
 async def complete(
-    request: Any, model: GenaiChatModel, model_id: str, prompt: Any, opts: GenerationOptions, *, slots: Slots,
+    request: Any, model: ChatModel, model_id: str, prompt: Any, opts: GenerationOptions, *, slots: Slots,
     metrics: Metrics,
 ) -> tuple[Result, Usage]:
     """One non-streamed chat or legacy completion, holding a concurrency slot meanwhile:
