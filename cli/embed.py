@@ -1,14 +1,13 @@
 """``onnxg embed``: text, a file (one input per non-empty line) or stdin -> vectors.
 
 Output is JSON Lines on stdout (``{"index", "text", "embedding"}``) or, with ``--out``, a
-``.npy`` matrix or a ``.jsonl`` file. Inputs are read and embedded in chunks, so a large
-file takes constant memory; a ``.npy`` header is rewritten with the final row count.
+``.npy`` matrix, a ``.jsonl`` file, or a folder of resumable shards (``cli.embed_out``).
+Inputs are read and embedded in chunks, so a large file takes constant memory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import IO, Annotated, Any
 import typer
 from rich.markup import escape
 
+from onnxg.cli import embed_out
 from onnxg.cli._common import ModelOpt, err, step
 from onnxg.runtime.errors import InvalidRequest
 
@@ -26,9 +26,11 @@ HELP = """Embed text with a local embedding model.
 
 INPUT is a text file (one input per non-empty line), `-` for stdin, or the text itself;
 with no INPUT, stdin is read when piped. Vectors go to stdout as JSON Lines
-({"index", "text", "embedding"}) unless --out names a .npy or .jsonl file."""
+({"index", "text", "embedding"}) unless --out names a .npy or .jsonl file, or a folder
+(DIR/): numbered shards and a manifest.json; rerun the same command to resume."""
 
 CHUNK_LINES = 2048  # inputs embedded per chunk: bounds memory on any input size
+SHARD_ROWS = 50 * CHUNK_LINES  # rows per shard with --out DIR (a whole number of chunks)
 PROGRESS_AFTER_S = 0.5
 _PATH_SUFFIXES = (".txt", ".text", ".md", ".csv", ".tsv", ".jsonl", ".json", ".log", ".lst")
 
@@ -109,36 +111,6 @@ def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-class _NpyWriter:
-    """Rows appended to a .npy file whose header is rewritten with the final shape."""
-
-    _RESERVED = 128  # header bytes: room for any row count
-
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle, self.rows, self.dim = handle, 0, 0
-        handle.write(b"\0" * self._RESERVED)
-
-    def write(self, vectors: Any) -> None:
-        import numpy as np
-
-        block = np.ascontiguousarray(vectors, dtype="<f4")
-        self.dim = block.shape[1]
-        self.handle.write(block.tobytes())
-        self.rows += block.shape[0]
-
-    def close(self) -> None:
-        header = repr({"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim)}).encode("latin1")
-        room = self._RESERVED - 10  # magic (6) + version (2) + header length (2)
-        header = header + b" " * (room - len(header) - 1) + b"\n"
-        self.handle.seek(0)
-        self.handle.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
-
-
-def _jsonl(index: int, text: str, vector: Any) -> str:
-    return json.dumps({"index": index, "text": text, "embedding": vector.tolist()}, ensure_ascii=False,
-                      separators=(",", ":")) + "\n"
-
-
 def _resolve_model(model: str | None) -> Any:
     from onnxg.convert import defaults
 
@@ -149,7 +121,12 @@ def embed(
     input: Annotated[str | None, typer.Argument(help="Text file, '-' for stdin, or the text itself.",
                                                 show_default=False)] = None,
     model: ModelOpt = None,
-    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Write vectors to a .npy or .jsonl file.")] = None,
+    out: Annotated[str | None, typer.Option(
+        "--out", "-o", help="Write vectors to a .npy or .jsonl file, or to numbered shards in a folder (DIR/; "
+        "an interrupted run resumes).", show_default=False)] = None,
+    shard_rows: Annotated[int | None, typer.Option(
+        "--shard-rows", help=f"Rows per shard with --out DIR (a multiple of {CHUNK_LINES}; default {SHARD_ROWS}).",
+        show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Inputs per model call.")] = 32,
     pooling: Annotated[str | None, typer.Option(
         "--pooling", help="mean, cls, last, max or multi-vector (default: the model's).")] = None,
@@ -168,27 +145,81 @@ def embed(
 ) -> None:
     if batch_size < 1:
         raise InvalidRequest("--batch-size must be at least 1", param="batch_size")
-    if out_path is not None and out_path.suffix.lower() not in (".npy", ".jsonl"):
-        raise InvalidRequest(f"--out must end in .npy or .jsonl, not {out_path.name!r}", param="out")
+    out_path, folder = _target(out, shard_rows)
     source = _open_source(input, as_text)
     lines = source.lines()
+    options = {"threads": threads, "pooling": pooling, "normalize": False if no_normalize else None,
+               "max_length": max_length, "truncate": not no_truncate}
+    started = time.monotonic()
+    path = shards = None
+    if folder is not None:  # the model's identity first: a folder of other vectors is refused before any work
+        path = _resolve_model(model)
+        shards = embed_out.Shards.open(folder, _identity(source, path, options, batch_size,
+                                                         shard_rows or SHARD_ROWS))
+        shards.skip(lines)
     first = next(_chunks(lines, CHUNK_LINES), None)  # read (and validate) before loading the model
-    if not first:
+    if shards is not None and shards.done:
+        if first and shards.ended:
+            raise InvalidRequest(f"--out {folder} holds vectors of other lines than the input's",
+                                 "choose a new folder, or remove this one", param="out")
+        if not first:  # a complete folder, or one whose last shard was written before the manifest
+            shards.finish()
+            err.print(f"[green]✓[/green] {shards.resumed} inputs already in {escape(str(folder))}")
+            return
+    elif not first:
         raise InvalidRequest(f"nothing to embed: {source.name} has no non-empty lines")
     if not ray and (ray_address is not None or workers is not None):
         raise InvalidRequest(f"{'--ray-address' if ray_address is not None else '--workers'} needs --ray",
                              param="ray_address" if ray_address is not None else "workers")
-    started = time.monotonic()
-    path = _resolve_model(model)
-    options = {"threads": threads, "pooling": pooling, "normalize": False if no_normalize else None,
-               "max_length": max_length, "truncate": not no_truncate}
+    path = path or _resolve_model(model)
     with _embedder(path, options, batch_size, ray, ray_address, workers) as (info, embed_chunks):
-        if out_path is not None and out_path.suffix.lower() == ".npy" and info.multi_vector:
-            raise InvalidRequest("multi-vector output has one vector per token: write it to .jsonl", param="out")
-        count, tokens = _run(embed_chunks, source, first, lines, out_path, started)
-    if out_path is not None:
+        sink: Any
+        if shards is not None:
+            sink = shards.writer(info.dimensions, info.multi_vector)
+        elif out_path is not None:
+            if out_path.suffix.lower() == ".npy" and info.multi_vector:
+                raise InvalidRequest("multi-vector output has one vector per token: write it to .jsonl", param="out")
+            sink = embed_out.File(out_path)
+        else:
+            sink = embed_out.Stdout()
+        resumed = shards.resumed if shards is not None else 0
+        count, tokens = _run(embed_chunks, source, first, lines, sink, resumed, started)
+    if out is not None:
+        note = f", {resumed} of them resumed" if resumed else ""
         err.print(f"[green]✓[/green] {count} input{'s' if count != 1 else ''} ({tokens} tokens, "
-                  f"{info.dimensions} dimensions) -> {escape(str(out_path))} in {time.monotonic() - started:.1f}s")
+                  f"{info.dimensions} dimensions{note}) -> {escape(out)} in {time.monotonic() - started:.1f}s")
+
+
+def _target(out: str | None, shard_rows: int | None) -> tuple[Path | None, Path | None]:
+    """(a .npy/.jsonl file, a folder of shards) that ``--out`` names (at most one of them)."""
+    folder = out is not None and embed_out.is_folder(out)
+    if shard_rows is not None:
+        if not folder:
+            raise InvalidRequest("--shard-rows needs --out DIR (a folder)", param="shard_rows")
+        if shard_rows < 1 or shard_rows % CHUNK_LINES:
+            raise InvalidRequest(f"--shard-rows must be a multiple of {CHUNK_LINES} (the lines embedded per "
+                                 f"chunk), e.g. {CHUNK_LINES * 10}", param="shard_rows")
+    if out is None:
+        return None, None
+    path = Path(out).expanduser()
+    if folder:
+        return None, path
+    if path.suffix.lower() not in embed_out.FILE_SUFFIXES:
+        raise InvalidRequest(f"--out must end in .npy or .jsonl, or name a folder, not {path.name!r}", param="out")
+    return path, None
+
+
+def _identity(source: _Source, model: Path, options: dict[str, Any], batch_size: int,
+              shard_rows: int) -> dict[str, Any]:
+    """What vectors in a folder depend on: a resumed run must have the same (``embed_out.Shards``)."""
+    from onnxg.runtime import store
+
+    name = str(Path(source.name).resolve()) if source.size is not None else source.name
+    return {"input": {"name": name, "size": source.size},
+            "model": {"name": model.name, "path": str(model.resolve()),
+                      "fingerprint": store.fingerprint(model) if model.is_dir() else None},
+            "options": {**{k: v for k, v in options.items() if k != "threads"}, "batch_size": batch_size},
+            "shard_rows": shard_rows}
 
 
 EmbedChunks = Callable[[Iterator[list[str]]], Iterator[tuple[list[str], Any]]]
@@ -211,49 +242,28 @@ def _embedder(path: Path, options: dict[str, Any], batch_size: int, ray: bool, a
     yield loaded, lambda chunks: ((chunk, loaded.embed(chunk, batch_size=batch_size)) for chunk in chunks)
 
 
-def _run(embed_chunks: EmbedChunks, source: _Source, first: list[str], rest: Iterator[str], out_path: Path | None,
-         started: float) -> tuple[int, int]:
-    partial = out_path.with_name(f".{out_path.name}.partial") if out_path else None
-    binary = bool(out_path and out_path.suffix.lower() == ".npy")
-    handle: IO[Any]
-    if partial is None:
-        handle = sys.stdout
-    else:
-        try:
-            handle = open(partial, "wb" if binary else "w", encoding=None if binary else "utf-8")
-        except OSError as exc:
-            raise InvalidRequest(f"cannot write {out_path}: {exc.strerror}", param="out") from None
-    npy = _NpyWriter(handle) if binary else None
+def _run(embed_chunks: EmbedChunks, source: _Source, first: list[str], rest: Iterator[str], sink: Any,
+         count: int, started: float) -> tuple[int, int]:
+    """Embed ``first`` and the chunks of ``rest`` into ``sink``, numbered from ``count``."""
     progress = _Progress(source, started)
-    count = tokens = 0
+    tokens = 0
     try:
         chunks = _chain(first, _chunks(rest, CHUNK_LINES))
         for chunk, result in embed_chunks(chunks):
             tokens += result.total_tokens
-            if npy is not None:
-                npy.write(result.vectors)
-            else:
-                handle.write("".join(_jsonl(count + i, text, vector)
-                                     for i, (text, vector) in enumerate(zip(chunk, result.vectors, strict=True))))
+            sink.write(count, chunk, result.vectors)
             count += len(chunk)
             progress.update(count)
-        if npy is not None:
-            npy.close()
-        handle.flush()
+        sink.finish()
     except BrokenPipeError:  # `onnxg embed file | head`: the reader left, and that is fine
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return count, tokens
     except BaseException:
-        if partial is not None:
-            handle.close()
-            partial.unlink(missing_ok=True)
+        sink.abort()
         raise
     finally:
         progress.stop()
-    if partial is not None and out_path is not None:
-        handle.close()
-        partial.replace(out_path)
     return count, tokens
 
 

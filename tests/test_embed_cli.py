@@ -166,3 +166,53 @@ def test_errors_are_one_line_and_exit_1(tiny_embed_model: Path, tmp_path: Path, 
     assert "Traceback" not in stderr and done.stdout == b""
     assert stderr.splitlines()[0].startswith("Error:")
     assert not list(tmp_path.glob("v.*"))
+
+
+def test_out_dir_shards_equal_the_npy_and_a_killed_run_resumes(tiny_embed_model: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    source = tmp_path / "corpus.txt"
+    source.write_text("".join(f"line {i} " + "word " * (i % 13) + "\n" for i in range(40_000)), encoding="utf-8")
+    single = tmp_path / "one.npy"
+    done = onnxg("embed", str(source), "-m", str(tiny_embed_model), "--out", str(single))
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "parts"
+    manifest = folder / "manifest.json"
+    args = ["embed", str(source), "-m", str(tiny_embed_model), "--out", f"{folder}/", "--shard-rows", "4096"]
+    running = subprocess.Popen([sys.executable, "-m", "onnxg.cli.main", *args], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (manifest.is_file() and len(json.loads(manifest.read_text())["shards"]) >= 2):
+            assert running.poll() is None and time.monotonic() < deadline, "no second shard before the run ended"
+            time.sleep(0.02)
+    finally:
+        running.send_signal(signal.SIGKILL)  # a crash: no cleanup runs
+        running.communicate()
+    killed = json.loads(manifest.read_text())
+    assert not killed["complete"], "the run ended before the kill: use a larger input"
+    resumed = sum(s["rows"] for s in killed["shards"])
+
+    done = onnxg(*args)
+    assert done.returncode == 0, done.stderr
+    assert "40000 inputs" in done.stderr.decode() and f"{resumed} of them resumed" in done.stderr.decode()
+    finished = json.loads(manifest.read_text())
+    assert finished["complete"] and finished["count"] == 40_000 and finished["shards"][:len(killed["shards"])] == \
+        killed["shards"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", *(f"part-{i:05d}.npy" for i in range(10))]
+    parts = np.concatenate([np.load(folder / s["file"]) for s in finished["shards"]])
+    assert parts.tobytes() == np.load(single).tobytes()
+
+
+def test_out_dir_of_a_multi_vector_model_writes_jsonl_shards(tiny_embed_model: Path, tmp_path: Path) -> None:
+    source = tmp_path / "corpus.txt"
+    source.write_text("".join(f"row {i} " + "token " * (i % 5) + "\n" for i in range(2100)), encoding="utf-8")
+    common = ["embed", str(source), "-m", str(tiny_embed_model), "--pooling", "multi-vector", "--out"]
+    assert onnxg(*common, str(tmp_path / "one.jsonl")).returncode == 0
+    done = onnxg(*common, str(tmp_path / "parts"), "--shard-rows", "2048")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
+    assert manifest["multi_vector"] and [s["file"] for s in manifest["shards"]] == ["part-00000.jsonl",
+                                                                                    "part-00001.jsonl"]
+    joined = b"".join((tmp_path / "parts" / s["file"]).read_bytes() for s in manifest["shards"])
+    assert joined == (tmp_path / "one.jsonl").read_bytes()

@@ -187,6 +187,9 @@ def test_embed_options_reach_the_loader(fakes: dict, capsys, monkeypatch) -> Non
     ("latin1", ["{file}"], "is not UTF-8 text (line 2"),
     ("empty", ["{file}"], "nothing to embed"),
     (None, ["hello", "--out", "{dir}/v.csv"], "--out must end in .npy or .jsonl"),
+    (None, ["hello", "--out", "{dir}/v.npy", "--shard-rows", "4096"], "--shard-rows needs --out DIR"),
+    (None, ["hello", "--out", "{dir}/vectors/", "--shard-rows", "1000"], "--shard-rows must be a multiple of 2048"),
+    ("other", ["hello", "--out", "{dir}/taken"], "is a folder holding other files"),
     (None, ["hello", "--batch-size", "0"], "--batch-size must be at least 1"),
     (None, ["word " * 40, "--no-truncate"], "longer than the model's maximum of 32"),
 ])
@@ -197,8 +200,110 @@ def test_embed_errors_are_one_line_and_write_nothing(fakes: dict, capsys, monkey
         file.write_bytes("fine\ncaf\xe9\n".encode("latin1"))
     elif setup == "empty":
         file.write_text("\n  \n\n")
+    elif setup == "other":
+        (tmp_path / "taken").mkdir()
+        (tmp_path / "taken" / "notes.txt").write_text("mine")
     monkeypatch.chdir(tmp_path)
     code, out, err = run(["embed", *[a.format(file=file, dir=tmp_path) for a in args]], capsys, monkeypatch)
     assert code == 1 and out == ""
     assert err.splitlines()[0].startswith("Error:") and needle in err and "Traceback" not in err
     assert not list(tmp_path.glob("v.*"))
+    assert not (tmp_path / "vectors").exists()
+
+
+# ---------------------------------------------------------------- onnxg embed --out DIR
+
+CORPUS = [f"line {i} " + "word " * (i % 5) for i in range(11)]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxg.cli import embed as embed_cmd
+
+    monkeypatch.setattr(embed_cmd, "CHUNK_LINES", 2)  # 11 lines: 6 chunks, shards of 2 chunks
+
+
+def _shards(folder: Path) -> np.ndarray:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return np.concatenate([np.load(folder / s["file"]) for s in manifest["shards"]])
+
+
+def test_embed_out_dir_writes_shards_that_concatenate_to_the_npy(fakes: dict, capsys, monkeypatch, tmp_path: Path,
+                                                                 small_chunks: None) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    code, _, err = run(["embed", str(source), "-m", "e", "--out", str(tmp_path / "one.npy")], capsys, monkeypatch)
+    assert code == 0, err
+    code, out, err = run(["embed", str(source), "-m", "e", "--out", str(tmp_path / "parts"), "--shard-rows", "4"],
+                         capsys, monkeypatch)
+    assert code == 0 and out == "" and "11 inputs" in err, err
+    folder = tmp_path / "parts"
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "part-00000.npy", "part-00001.npy",
+                                                        "part-00002.npy"]
+    single = np.load(tmp_path / "one.npy")
+    assert _shards(folder).tobytes() == single.tobytes() and single.shape == (11, 8)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["count"] == 11 and manifest["dimensions"] == 8
+    assert [(s["first"], s["rows"]) for s in manifest["shards"]] == [(0, 4), (4, 4), (8, 3)]
+    assert manifest["input"] == {"name": str(source.resolve()), "size": source.stat().st_size}
+    assert manifest["model"]["name"] == "e" and manifest["shard_rows"] == 4
+
+    fakes["embed"].calls = 0  # a rerun finds the folder complete and embeds nothing
+    code, _, err = run(["embed", str(source), "-m", "e", "--out", str(folder), "--shard-rows", "4"], capsys, monkeypatch)
+    assert code == 0 and "11 inputs already in" in err and fakes["embed"].calls == 0
+
+
+def test_embed_out_dir_resumes_after_an_interruption(fakes: dict, capsys, monkeypatch, tmp_path: Path,
+                                                     small_chunks: None) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(CORPUS), encoding="utf-8")
+    model = fakes["embed"]
+    embedded: list[str] = []
+    real_embed = model.embed
+
+    def interrupted(texts: list[str], **kw: Any) -> Any:
+        if len(embedded) == 6:  # the fourth chunk: one shard of 4 rows is complete, the second half-written
+            raise KeyboardInterrupt
+        embedded.extend(texts)
+        return real_embed(texts, **kw)
+
+    monkeypatch.setattr(model, "embed", interrupted)
+    args = ["embed", str(source), "-m", "e", "--out", str(tmp_path / "parts"), "--shard-rows", "4"]
+    code, _, err = run(args, capsys, monkeypatch)
+    assert code == 130, err
+    folder = tmp_path / "parts"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert not manifest["complete"] and [s["rows"] for s in manifest["shards"]] == [4]
+    assert not list(folder.glob(".*")), "the interrupted shard's partial file was left behind"
+
+    embedded.clear()
+    monkeypatch.setattr(model, "embed", lambda texts, **kw: (embedded.extend(texts), real_embed(texts, **kw))[1])
+    code, _, err = run(args, capsys, monkeypatch)
+    assert code == 0 and "11 inputs" in err and "4 of them resumed" in err, err
+    assert embedded == CORPUS[4:]  # the complete shard's lines are not embedded again
+    assert _shards(folder).tobytes() == real_embed(CORPUS).vectors.tobytes()
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (["--pooling", "cls"], "holds vectors of another options (pooling: None there, 'cls' now)"),
+    (["-m", "other"], "holds vectors of another model"),
+    (["--shard-rows", "8"], "holds vectors of another shard rows"),
+    ("edit", "holds vectors of another input"),
+    ("same-size", "holds vectors of other lines than the input's (part-00000.npy)"),
+])
+def test_embed_out_dir_refuses_a_folder_of_other_vectors(fakes: dict, capsys, monkeypatch, tmp_path: Path,
+                                                          small_chunks: None, change: Any, needle: str) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(CORPUS), encoding="utf-8")
+    args = ["embed", str(source), "-m", "e", "--out", str(tmp_path / "parts"), "--shard-rows", "4"]
+    assert run(args, capsys, monkeypatch)[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "parts").iterdir()}
+    if change == "edit":
+        source.write_text("\n".join(CORPUS[:5]), encoding="utf-8")
+    elif change == "same-size":
+        source.write_text("\n".join(["LINE" + c[4:] for c in CORPUS]), encoding="utf-8")
+    else:
+        args = [*args, *change] if "--shard-rows" not in change else [*args[:-2], *change]
+    code, out, err = run(args, capsys, monkeypatch)
+    assert code == 1 and out == "" and err.startswith("Error:") and needle in err, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "parts").iterdir()} == before  # nothing overwritten

@@ -214,6 +214,10 @@ def test_a_replica_killed_under_load_costs_at_most_one_retry_and_is_replaced(dep
 
 def test_embed_on_ray_equals_the_single_process_output(cluster: dict[str, str], tiny_embed_model: Path,
                                                        tmp_path: Path) -> None:
+    """100,000 lines: ``--ray --out x.npy`` and ``--ray --out DIR`` (killed after two shards, then
+    resumed) both equal the single-process ``.npy`` bit for bit."""
+    import numpy as np
+
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
     source = tmp_path / "corpus.txt"
     with source.open("w", encoding="utf-8") as handle:
@@ -224,9 +228,39 @@ def test_embed_on_ray_equals_the_single_process_output(cluster: dict[str, str], 
     single, spread = tmp_path / "one.npy", tmp_path / "ray.npy"
     done = _onnxg(cluster, "embed", str(source), "-m", str(tiny_embed_model), "--out", str(single))
     assert done.returncode == 0, done.stderr[-2000:]
-    done = _onnxg(cluster, "embed", str(source), "-m", str(tiny_embed_model), "--out", str(spread), "--ray",
-                  "--ray-address", cluster["RAY_TEST_ADDRESS"], "--workers", "2")
+    on_ray = ["--ray", "--ray-address", cluster["RAY_TEST_ADDRESS"], "--workers", "2"]
+    done = _onnxg(cluster, "embed", str(source), "-m", str(tiny_embed_model), "--out", str(spread), *on_ray)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "100000 inputs" in done.stderr
     assert spread.read_bytes() == single.read_bytes()
 
+    folder = tmp_path / "parts"
+    to_folder = [*onnxg_command(), "embed", str(source), "-m", str(tiny_embed_model), "--out", str(folder),
+                 "--shard-rows", "20480", *on_ray]
+    killed = _killed_after_shards(to_folder, cluster, folder / "manifest.json", 2)
+    done = subprocess.run(to_folder, env=cluster, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{killed} of them resumed" in done.stderr and "100000 inputs" in done.stderr
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["complete"] and [s["rows"] for s in manifest["shards"]] == [20480] * 4 + [18080]
+    parts = np.concatenate([np.load(folder / s["file"]) for s in manifest["shards"]])
+    assert parts.tobytes() == np.load(single).tobytes()
+
+
+def _killed_after_shards(command: list[str], env: dict[str, str], manifest: Path, shards: int) -> int:
+    """Run ``command`` and SIGKILL it once ``manifest`` lists ``shards`` shards: the rows it left."""
+    import signal
+
+    running = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (manifest.is_file() and len(json.loads(manifest.read_text())["shards"]) >= shards):
+            assert running.poll() is None, running.stderr.read()[-2000:] if running.stderr else ""
+            assert time.monotonic() < deadline, f"fewer than {shards} shards after 300 s"
+            time.sleep(0.05)
+    finally:
+        running.send_signal(signal.SIGKILL)  # a crash: nothing of onnxg's cleanup runs
+        running.communicate()
+    left = json.loads(manifest.read_text())
+    assert not left["complete"], "the run ended before the kill"
+    return sum(s["rows"] for s in left["shards"])
