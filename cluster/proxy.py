@@ -1,8 +1,10 @@
 """An ASGI middleware that runs inside Ray Serve's HTTP proxy, in front of every replica.
 
-Replicas answer in OpenAI's error JSON themselves; the proxy does not: when a replica dies
-mid-request, when no replica is up yet, or on a proxy timeout, it answers plain text
-("Internal Server Error"). This middleware rewrites any non-JSON error the proxy sends into
+Replicas answer in OpenAI's error JSON themselves; the proxy does not: when no replica is up
+yet or on a proxy timeout it answers plain text, and when a replica dies before answering it
+sends nothing at all (uvicorn then writes a bare "Internal Server Error"). This middleware is
+the outermost ASGI app uvicorn calls, so it sees every path: it rewrites any non-JSON error the
+proxy sends, answers a proxy that raised or returned without a response, both as
 ``{"error": {message, type, param, code}}`` (``server.errors.APIError``), and guards Ray's own
 ``/-/routes`` with the API key like /v1. Ray loads it through
 ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=onnxg.cluster.proxy.middlewares``, which must be in
@@ -98,6 +100,13 @@ class OpenAIErrors:
             if forwarded:
                 raise
             await _send(send, 500, openai_error(500, ""))
+            return
+        if not forwarded:
+            # Ray's proxy catches a replica's death before the answer began and returns without
+            # sending anything (``send_http_response_on_exception`` answers only 408/429/503);
+            # uvicorn then writes a bare plain-text 500. Answer in its place (or end a held error).
+            status = held["status"] if held is not None else 500
+            await _send(send, status, openai_error(status, body.decode("utf-8", "replace")))
 
 
 async def _send(send: Any, status: int, body: bytes, extra: list[Any] | None = None) -> None:

@@ -133,3 +133,20 @@ def test_a_proxy_that_raises_before_answering_gives_openai_json() -> None:
 
     status, headers, body = _call(dies_after_a_plain_error_began)
     assert status == 500 and json.loads(body)["error"]["type"] == "server_error"
+
+
+def test_a_proxy_that_returns_without_answering_gives_openai_json() -> None:
+    """Ray's proxy, when a replica dies before the answer began, returns without sending anything
+    (uvicorn would then write a bare plain-text 500): the middleware answers in its place."""
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return
+
+    status, headers, body = _call(silent)
+    assert status == 500 and headers[b"content-type"] == b"application/json"
+    assert json.loads(body)["error"]["code"] == "replica_failed"
+
+    async def unfinished_plain_error(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+
+    status, headers, body = _call(unfinished_plain_error)
+    assert status == 503 and json.loads(body)["error"]["code"] == "service_unavailable"
