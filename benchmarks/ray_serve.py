@@ -116,7 +116,8 @@ def measure(url: str, chat_id: str, embed_id: str, args: argparse.Namespace) -> 
 
 def machine() -> str:
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8").read()
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            text = handle.read()
     except OSError:
         text = ""
     flags = sorted(set(re.findall(r"\b(avx512_vnni|avx512f|avx2)\b", text)))

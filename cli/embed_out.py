@@ -75,7 +75,8 @@ class _Partial:
     def __init__(self, path: Path, binary: bool) -> None:
         self.path, self.partial = path, path.with_name(f".{path.name}.partial")
         try:
-            self.handle: IO[Any] = open(self.partial, "wb" if binary else "w", encoding=None if binary else "utf-8")
+            self.handle: IO[Any] = open(  # noqa: SIM115 - open until commit/abort
+                self.partial, "wb" if binary else "w", encoding=None if binary else "utf-8")
         except OSError as exc:
             raise InvalidRequest(f"cannot write {path}: {exc.strerror}", param="out") from None
         self.npy = NpyWriter(self.handle) if binary else None
