@@ -152,6 +152,17 @@ def find_graph(folder: Path) -> tuple[Path | None, list[Path]]:
     return None, []
 
 
+def graph_bytes(graph: Path) -> int:
+    """The graph file and its external weights (``model.onnx.data``, ``model.onnx_data``...,
+    the files next to it named after it): what a session of it holds in memory."""
+    try:
+        return sum(p.stat().st_size for p in graph.parent.iterdir()
+                   if p.is_file() and (p == graph or p.name.startswith(graph.name + ".") or
+                                       p.name.startswith(graph.name + "_")))
+    except OSError:
+        return 0
+
+
 def find_tokenizer(folder: Path) -> Path | None:
     return next((folder / n for n in TOKENIZER_FILES if (folder / n).is_file()), None)
 

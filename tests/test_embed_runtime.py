@@ -8,12 +8,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from modelkit import cache
 from modelkit import sentencepiece as spkit
+from onnxg.runtime import embed as embed_module
 from onnxg.runtime.embed import OnnxEmbeddingModel
 from onnxg.runtime.contracts import EmbeddingResult
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
@@ -152,6 +154,39 @@ def test_embed_is_thread_safe(tiny_embed_model: Path) -> None:
         t.join()
     for k, got in results.items():
         np.testing.assert_allclose(got, np.roll(expected, -k, axis=0), atol=2e-5)
+
+
+def test_batches_side_by_side_are_bit_identical_to_one_at_a_time(minilm_int8_model: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batches of one call run side by side (one per thread, on a one-thread session);
+    each is the same computation as alone, so the vectors equal a one-thread run bit for bit
+    (int8 included, whose dynamic quantization depends on what shares a batch). A single
+    batch runs on the session with every thread; a model too big for a second session runs
+    its batches one at a time."""
+    model = OnnxEmbeddingModel.load(minilm_int8_model, threads=2)
+    texts = [f"sentence {i} about " + "words " * (i % 11) for i in range(70)]
+    seen: list[tuple[str, Any]] = []
+    batch = model._batch
+
+    def spy(rows: list[list[int]], session: Any) -> list[np.ndarray]:
+        seen.append((threading.current_thread().name, session))
+        return batch(rows, session)
+
+    model._batch = spy  # type: ignore[method-assign]
+    side_by_side = model.embed(texts, batch_size=8).vectors
+    assert len({name for name, _ in seen if name.startswith("onnxg-embed")}) == 2, seen
+    assert {session for _, session in seen} == {model._bulk[0]} != {model._session}  # type: ignore[index]
+    serial = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
+    assert serial._bulk is None
+    assert np.array_equal(serial.embed(texts, batch_size=8).vectors, side_by_side)
+    seen.clear()
+    one = texts[:8]
+    assert np.array_equal(model.embed(one, batch_size=8).vectors, serial.embed(one, batch_size=8).vectors)
+    assert seen == [(threading.current_thread().name, model._session)]
+    model.close()
+    monkeypatch.setattr(embed_module, "BULK_SESSION_MAX_BYTES", 1000)
+    big = OnnxEmbeddingModel.load(minilm_int8_model, threads=2)
+    assert big._bulk is None and np.array_equal(big.embed(texts, batch_size=8).vectors, side_by_side)
 
 
 def test_embed_tokens_and_input_validation(tiny_embed_model: Path) -> None:
