@@ -3,8 +3,9 @@
 A model folder holds ``model.onnx`` (fp32 or quantized, external data allowed), a
 tokenizer (``tokenizer.json`` or a SentencePiece ``tokenizer.model``) and, usually,
 sentence-transformers metadata saying how to pool. Inputs are tokenized together, sorted
-by length and cut into batches so that each batch pads as little as possible; the vectors
-come back in input order. Which file is the graph, which output it reads and where the
+by length and cut into batches so that each batch pads as little as possible; batches run
+side by side when there are several (``BULK_SESSION_MAX_BYTES`` says how); the vectors come
+back in input order. Which file is the graph, which output it reads and where the
 tokenizer is are ``runtime/layout.py``'s to say; ``runtime/loading.py`` picks this runtime
 or the end-to-end one (``runtime/e2e.py``) by the folder's kind.
 """
@@ -38,8 +39,11 @@ CPU_DISABLED_FUSIONS = ["SkipLayerNormFusion"]
 # int8 0.673 s against 0.817 s one batch at a time on a two-thread session, fp32 1.874 s
 # against 1.929 s; the two-thread session shared by two batches: int8 0.733 s, fp32 2.088 s).
 # A single batch keeps the session with every thread (32 sentences: 25.5 ms against 36.1 ms
-# on one thread). That second session holds its own packed copy of the weights, so only
-# models up to this size get one; bigger ones run their batches one at a time.
+# on one thread) unless other calls are running (a busy server): then it goes to a worker
+# too (4 callers, 20 batches of 32, int8: 1.67 s against 2.04 s all on the two-thread
+# session, fp32 3.74 s against 4.02 s; a loaded machine). That second session holds its own
+# packed copy of the weights, so only models up to this size get one; bigger ones run their
+# batches one at a time.
 BULK_SESSION_MAX_BYTES = 512 * 2**20
 
 
@@ -92,7 +96,8 @@ class OnnxEmbeddingModel:
         self._fixed_length = fixed_length
         self._bulk = bulk  # (one-thread session, how many batches at once), or None
         self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._pool_lock = threading.Lock()  # guards _pool and _calls
+        self._calls = 0  # embed calls in flight
         self._inputs = {i.name: (np.int32 if "int32" in i.type else np.int64) for i in session.get_inputs()}
         self.dimensions = dimensions if dimensions else self._probe_dimensions()
 
@@ -205,17 +210,26 @@ class OnnxEmbeddingModel:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
         out: list[Any] = [None] * len(ids)
-        for chunk, vectors in zip(chunks, self._map(ids, chunks), strict=True):
-            for index, vector in zip(chunk, vectors, strict=True):
-                out[index] = vector
+        with self._pool_lock:
+            self._calls += 1
+            alone = self._calls == 1
+        try:
+            for chunk, vectors in zip(chunks, self._map(ids, chunks, alone), strict=True):
+                for index, vector in zip(chunk, vectors, strict=True):
+                    out[index] = vector
+        finally:
+            with self._pool_lock:
+                self._calls -= 1
         vectors = out if self.multi_vector else np.stack(out).astype(np.float32, copy=False)
         return EmbeddingResult(vectors, [len(row) for row in ids])
 
-    def _map(self, ids: list[list[int]], chunks: list[list[int]]) -> Iterator[list[Any]]:
-        """Each batch's vectors, in order: side by side on the one-thread session when there
-        are several (``BULK_SESSION_MAX_BYTES``). A batch is the same computation whichever
-        session runs it, so the vectors are bit-identical either way."""
-        if len(chunks) < 2 or self._bulk is None:
+    def _map(self, ids: list[list[int]], chunks: list[list[int]], alone: bool) -> Iterator[list[Any]]:
+        """Each batch's vectors, in order. One batch of a call that runs alone gets the
+        session with every thread, in this thread; otherwise (several batches, or other calls
+        running, as in a busy server) the batches go to ``workers`` threads, one batch each
+        on the one-thread session (``BULK_SESSION_MAX_BYTES``). A batch is the same
+        computation whichever session runs it: the vectors are bit-identical either way."""
+        if self._bulk is None or (alone and len(chunks) < 2):
             return (self._batch([ids[i] for i in chunk], self._session) for chunk in chunks)
         session, workers = self._bulk
         with self._pool_lock:

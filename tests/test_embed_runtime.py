@@ -160,9 +160,9 @@ def test_batches_side_by_side_are_bit_identical_to_one_at_a_time(minilm_int8_mod
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The batches of one call run side by side (one per thread, on a one-thread session);
     each is the same computation as alone, so the vectors equal a one-thread run bit for bit
-    (int8 included, whose dynamic quantization depends on what shares a batch). A single
-    batch runs on the session with every thread; a model too big for a second session runs
-    its batches one at a time."""
+    (int8 included, whose dynamic quantization depends on what shares a batch). The one
+    batch of a call alone runs on the session with every thread, on a worker when other
+    calls are running; a model too big for a second session runs its batches one at a time."""
     model = OnnxEmbeddingModel.load(minilm_int8_model, threads=2)
     texts = [f"sentence {i} about " + "words " * (i % 11) for i in range(70)]
     seen: list[tuple[str, Any]] = []
@@ -183,6 +183,12 @@ def test_batches_side_by_side_are_bit_identical_to_one_at_a_time(minilm_int8_mod
     one = texts[:8]
     assert np.array_equal(model.embed(one, batch_size=8).vectors, serial.embed(one, batch_size=8).vectors)
     assert seen == [(threading.current_thread().name, model._session)]
+    seen.clear()
+    model._calls = 1  # another call in flight (a busy server): even one batch goes to a worker
+    assert np.array_equal(model.embed(one, batch_size=8).vectors, serial.embed(one, batch_size=8).vectors)
+    assert len(seen) == 1 and seen[0][0].startswith("onnxg-embed") and seen[0][1] is model._bulk[0]  # type: ignore[index]
+    assert model._calls == 1
+    model._calls = 0
     model.close()
     monkeypatch.setattr(embed_module, "BULK_SESSION_MAX_BYTES", 1000)
     big = OnnxEmbeddingModel.load(minilm_int8_model, threads=2)
