@@ -127,7 +127,8 @@ def embed(
     shard_rows: Annotated[int | None, typer.Option(
         "--shard-rows", help=f"Rows per shard with --out DIR (a multiple of {CHUNK_LINES}; default {SHARD_ROWS}).",
         show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Inputs per model call.")] = 32,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", "-b", help="At most this many inputs per model call (long inputs make smaller calls).")] = 32,
     pooling: Annotated[str | None, typer.Option(
         "--pooling", help="mean, cls, last, max or multi-vector (default: the model's).")] = None,
     no_normalize: Annotated[bool, typer.Option("--no-normalize", help="Skip L2 normalisation.")] = False,

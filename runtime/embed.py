@@ -45,6 +45,13 @@ CPU_DISABLED_FUSIONS = ["SkipLayerNormFusion"]
 # packed copy of the weights, so only models up to this size get one; bigger ones run their
 # batches one at a time.
 BULK_SESSION_MAX_BYTES = 512 * 2**20
+# A model call also stops growing once its widest activation (the feed-forward layer's, padded
+# tokens x intermediate size x 4 bytes) would pass this, like TEI's token budget: a call whose
+# activations stay in the core's cache runs faster per token than a bigger one (all-MiniLM-L6-v2
+# int8, 1,000 sentences asked for at batch 32, 2 threads: 0.561 s at 256 tokens per call
+# against 0.663 s with 32 inputs whatever their length; 0.578 s at 512, 0.579 s at 128).
+# Graphs with a fixed batch or length keep whole batches.
+ACTIVATION_BUDGET_BYTES = 256 * 1536 * 4
 
 
 def position_limit(folder: Path) -> int | None:
@@ -94,6 +101,7 @@ class OnnxEmbeddingModel:
         self._modes = modes
         self._fixed_batch = fixed_batch
         self._fixed_length = fixed_length
+        self._tokens_per_call = None if fixed_batch or fixed_length else tokens_per_call(path)
         self._bulk = bulk  # (one-thread session, how many batches at once), or None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()  # guards _pool and _calls
@@ -207,8 +215,7 @@ class OnnxEmbeddingModel:
         if batch_size < 1:
             raise InvalidRequest("batch_size must be at least 1", param="batch_size")
         batch_size = self._fixed_batch or batch_size
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        chunks = self._batches(ids, batch_size)
         out: list[Any] = [None] * len(ids)
         with self._pool_lock:
             self._calls += 1
@@ -222,6 +229,25 @@ class OnnxEmbeddingModel:
                 self._calls -= 1
         vectors = out if self.multi_vector else np.stack(out).astype(np.float32, copy=False)
         return EmbeddingResult(vectors, [len(row) for row in ids])
+
+    def _batches(self, ids: list[list[int]], batch_size: int) -> list[list[int]]:
+        """The model calls, as lists of input positions: sorted by length, at most
+        ``batch_size`` inputs each and, past its first input, at most ``_tokens_per_call``
+        padded tokens (``ACTIVATION_BUDGET_BYTES``)."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        budget = self._tokens_per_call or 0
+        if not budget:
+            return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for index in order:  # sorted: the input joining a batch is its widest
+            if current and (len(current) >= batch_size or (len(current) + 1) * len(ids[index]) > budget):
+                batches.append(current)
+                current = []
+            current.append(index)
+        if current:
+            batches.append(current)
+        return batches
 
     def _map(self, ids: list[list[int]], chunks: list[list[int]], alone: bool) -> Iterator[list[Any]]:
         """Each batch's vectors, in order. One batch of a call that runs alone gets the
@@ -278,6 +304,17 @@ class OnnxEmbeddingModel:
     def _probe_dimensions(self) -> int:
         vectors = self._run([[self.tokenizer.pad_id]], 1).vectors
         return int(vectors[0].shape[-1])
+
+
+def tokens_per_call(folder: Path) -> int:
+    """The padded tokens a model call may hold (``ACTIVATION_BUDGET_BYTES``), from the
+    feed-forward width in config.json (4 x hidden size when it does not say)."""
+    config = store.read_json(folder / "config.json")
+    width = config.get("intermediate_size")
+    if not isinstance(width, int) or width <= 0:
+        hidden = config.get("hidden_size")
+        width = 4 * hidden if isinstance(hidden, int) and hidden > 0 else 1536
+    return max(16, ACTIVATION_BUDGET_BYTES // (4 * width))
 
 
 def _fixed_dims(inputs: tuple[layout.ValueInfo, ...]) -> tuple[int | None, int | None]:

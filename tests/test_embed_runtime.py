@@ -195,6 +195,33 @@ def test_batches_side_by_side_are_bit_identical_to_one_at_a_time(minilm_int8_mod
     assert big._bulk is None and np.array_equal(big.embed(texts, batch_size=8).vectors, side_by_side)
 
 
+def test_model_calls_hold_at_most_batch_size_inputs_and_a_token_budget(minilm_int8_model: Path,
+                                                                      tmp_path: Path) -> None:
+    """Calls are cut from the inputs sorted by length: at most ``batch_size`` inputs and,
+    past the first, at most the model's token budget (its feed-forward activation in the
+    cache); the vectors are the same as calls of whole batches would give (fp32 equal,
+    int8 within its quantization noise)."""
+    model = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
+    assert model._tokens_per_call == embed_module.ACTIVATION_BUDGET_BYTES // (4 * 1536) == 256
+    ids = [[1] * n for n in [3, 70, 5, 9, 200, 40, 12, 600, 8, 33] * 5]
+    batches = model._batches(ids, 32)
+    assert sorted(i for b in batches for i in b) == list(range(len(ids)))
+    widths = [max(len(ids[i]) for i in b) for b in batches]
+    assert widths == sorted(widths)  # sorted by length
+    for b, width in zip(batches, widths, strict=True):
+        assert len(b) <= 32 and (len(b) == 1 or len(b) * width <= 256), (len(b), width)
+    assert len(batches) > -(-len(ids) // 32)  # the budget cut more calls than the count alone
+    assert model._batches([[1] * 5] * 40, 32) == [list(range(32)), list(range(32, 40))]  # short: count rules
+    texts = [("word " * (i % 40)) + f"end {i}" for i in range(60)]
+    whole = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
+    whole._tokens_per_call = None
+    cosine = np.sum(model.embed(texts).vectors * whole.embed(texts).vectors, axis=1)
+    assert cosine.min() > 0.99
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 1024}))
+    assert embed_module.tokens_per_call(tmp_path) == 96
+    assert embed_module.tokens_per_call(tmp_path / "nothing") == 256
+
+
 def test_embed_tokens_and_input_validation(tiny_embed_model: Path) -> None:
     from tokenizers import Tokenizer
 
