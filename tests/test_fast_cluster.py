@@ -91,7 +91,9 @@ def test_deployment_options_fit_onnxg_batching() -> None:
     scaled = cluster_serve.deployment_options(settings, cluster_serve.Scale(autoscale=(1, 4)))
     assert "num_replicas" not in scaled
     assert scaled["autoscaling_config"]["max_replicas"] == 4
-    assert scaled["autoscaling_config"]["downscale_delay_s"] < 600
+    timing = scaled["autoscaling_config"]
+    assert timing["downscale_delay_s"] < 600 and timing["upscale_delay_s"] < timing["downscale_delay_s"]
+    assert timing["metrics_interval_s"] < timing["look_back_period_s"] < 30  # Serve warns unless <; 30: its default
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -59,6 +59,72 @@ def _onnxg(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
     return subprocess.run([*onnxg_command(), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _chat_with_one_retry(url: str, model: str, **extra: Any) -> tuple[httpx.Response, int]:
+    """The answer and how many retries it took (one at most, as the openai client does)."""
+    outcome = ""
+    for attempt in range(2):
+        try:
+            response = _chat(url, model, timeout=30, **extra)
+        except httpx.TimeoutException:
+            outcome = "timed out"
+            continue
+        if response.status_code == 200:
+            return response, attempt
+        outcome = f"{response.status_code} {response.text[:200]}"
+    raise AssertionError(f"a request failed twice: {outcome}")
+
+
+def test_autoscale_adds_a_replica_under_load_and_every_request_succeeds(cluster: dict[str, str],
+                                                                         tiny_chat_model: Path) -> None:
+    """``--autoscale 1:2`` starts on one replica; six clients that never pause keep more requests
+    in flight than one replica's target, so Serve adds the second: both answer, nothing fails.
+
+    Runs first in this file: Serve has one proxy per cluster, and stopping this deployment (Serve
+    was not running before it) shuts Serve down, so the module's 2-replica deployment can start."""
+    port = free_port()
+    done = _onnxg(cluster, "serve", "--ray", "--detach", "--ray-address", cluster["RAY_TEST_ADDRESS"],
+                  "--autoscale", "1:2", "--max-concurrency", "4", "--replica-cpus", "0.5", "--port", str(port),
+                  "--api-key", KEY, "-m", str(tiny_chat_model), "--no-ui")
+    assert done.returncode == 0, done.stderr[-3000:]
+    url, model = f"http://127.0.0.1:{port}", tiny_chat_model.name
+    stop = threading.Event()
+    answered: dict[str, int] = {}
+    retries: list[int] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        while not stop.is_set():
+            response, retried = _chat_with_one_retry(url, model, max_tokens=16)
+            with lock:
+                replica = response.headers["x-onnxg-replica"]
+                answered[replica] = answered.get(replica, 0) + 1
+                retries.append(retried)
+
+    try:
+        first, _ = _chat_with_one_retry(url, model)
+        assert first.status_code == 200
+        started = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            clients = [pool.submit(client) for _ in range(6)]
+            try:
+                while not (len(answered) == 2 and min(answered.values()) >= 5):  # the new one really serves
+                    assert not any(c.done() for c in clients), [c.exception() for c in clients if c.done()]
+                    assert time.monotonic() - started < 90, f"no second replica after 90 s of load: {answered}"
+                    time.sleep(0.2)
+                scaled_after = time.monotonic() - started
+            finally:
+                stop.set()
+            for c in clients:
+                c.result()  # a request that failed twice fails the test here
+        print(f"second replica answering {scaled_after:.1f} s into the load; {len(retries)} requests, "
+              f"{sum(retries)} retried; per replica {sorted(answered.values())}")
+        assert sum(retries) <= 1, retries
+    finally:
+        stop.set()
+        stopped = _onnxg(cluster, "stop", "--port", str(port), timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+
+
 @pytest.fixture(scope="module")
 def deployed(cluster: dict[str, str], tiny_chat_model: Path) -> Iterator[dict[str, Any]]:
     """``onnxg serve --ray --detach`` with two replicas; stopped with ``onnxg stop``."""
