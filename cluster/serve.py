@@ -147,6 +147,14 @@ def build(args: dict[str, Any]) -> Any:
     return application(Settings(models=[models] if isinstance(models, str) else list(models), **args), scale)
 
 
+def check_replica_cpus(replica_cpus: float, address: str | None) -> None:
+    """A local cluster (no ``address``, no ``RAY_ADDRESS``) has only this machine's CPUs."""
+    if address is None and not os.environ.get("RAY_ADDRESS") and replica_cpus > (os.cpu_count() or 1):
+        raise InvalidRequest(f"--replica-cpus {replica_cpus:g} is more than this machine's {os.cpu_count()} CPUs",
+                             hint="a local Ray cluster has only this machine; join a bigger one with --ray-address",
+                             param="replica_cpus")
+
+
 def run(settings: Settings, scale: Scale, address: str | None,
         on_ready: Callable[[str], None], stop: threading.Event | None = None) -> None:
     """Start or join a cluster, deploy, call ``on_ready(url)``, and serve until SIGTERM / Ctrl-C
@@ -155,7 +163,11 @@ def run(settings: Settings, scale: Scale, address: str | None,
 
     cpus = max(os.cpu_count() or 1, math.ceil(scale.most * scale.replica_cpus))
     with ray_session.session(address, num_cpus=cpus, api_key=settings.api_key) as session:
+        import logging
+
         from ray import serve
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would bury onnxg's own
 
         stop = stop or threading.Event()
         previous = _on_signals(stop)
@@ -170,10 +182,10 @@ def run(settings: Settings, scale: Scale, address: str | None,
         finally:
             _restore(previous)
             try:
-                if session.started or not serve_was_running:  # Serve (and its proxy's port) ends with us
-                    serve.shutdown()
-                elif deployed:  # never another command's app of the same name
+                if deployed:  # replicas finish their requests (--grace-period); never another command's app
                     serve.delete(APP_NAME)
+                if not session.started and not serve_was_running:  # Serve (and its proxy's port) ends with us;
+                    serve.shutdown()  # a cluster we started ends whole (Serve's shutdown drains its proxy 30 s)
             except Exception:  # noqa: BLE001 - a cluster gone meanwhile has nothing left to delete
                 pass
 

@@ -166,6 +166,25 @@ def test_status_lists_the_deployment_and_the_key_guards_the_cluster(deployed: di
         assert httpx.get(f"{url}{path}", headers=_headers()).status_code == 200
 
 
+def test_a_second_deployment_on_the_cluster_is_refused_and_the_first_keeps_serving(
+        deployed: dict[str, Any], tiny_chat_model: Path) -> None:
+    """Serve has one proxy address per cluster and onnxg one app name: a second ``serve --ray`` on
+    the same cluster says so in one line (it would print a URL nothing answers, or replace the app)."""
+    address = deployed["env"]["RAY_TEST_ADDRESS"]
+    common = ["serve", "--ray", "--ray-address", address, "--replica-cpus", "0.5", "--api-key", KEY,
+              "-m", str(tiny_chat_model), "--no-ui"]
+    for port, message in ((free_port(), f"already listens on 127.0.0.1:{deployed['port']}"),
+                          (deployed["port"], "an app named 'onnxg' already runs")):
+        refused = _onnxg(deployed["env"], *common, "--port", str(port), timeout=120)
+        assert refused.returncode == 1, refused.stderr[-2000:]
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and message in errors[0], refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr
+    assert _chat(deployed["url"], deployed["model"]).status_code == 200
+    bad = _onnxg(deployed["env"], "serve", "--ray", "--ray-address", "no-port-here", "-m", str(tiny_chat_model))
+    assert bad.returncode == 1 and "cannot reach the Ray cluster at no-port-here" in bad.stderr, bad.stderr[-2000:]
+
+
 def test_two_replicas_both_answer_through_the_openai_client(deployed: dict[str, Any]) -> None:
     from openai import OpenAI
 
