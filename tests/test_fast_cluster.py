@@ -169,8 +169,8 @@ def test_an_unreachable_cluster_address_fails_at_once(monkeypatch: pytest.Monkey
     imported = "ray" in sys.modules
     started = time.monotonic()
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
-        with pytest.raises(ray_session.RayUnavailable, match="cannot reach the Ray cluster at"):
-            with ray_session.session(address):
-                pass
+        with pytest.raises(ray_session.RayUnavailable, match="cannot reach the Ray cluster at"), \
+                ray_session.session(address):
+            pass
     assert time.monotonic() - started < ray_session.CONNECT_TIMEOUT_S
     assert imported or "ray" not in sys.modules
