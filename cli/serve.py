@@ -122,6 +122,10 @@ def serve(
         threads=threads, kv_cache_mb=kv_cache_mb, log_level=log_level.lower(), ui=ui,
     )
     ray_args = _ray_args(ray, ray_address, replicas, autoscale, replica_cpus)
+    if ray and replica_cpus is not None:
+        from onnxg.cluster import serve as cluster_serve
+
+        cluster_serve.check_replica_cpus(replica_cpus, ray_address)
     if detach:
         start_detached(settings, extra_args=ray_args)
         return

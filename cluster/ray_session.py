@@ -21,6 +21,7 @@ from onnxg.runtime.errors import OnnxgError
 
 PROXY_HOOK = "onnxg.cluster.proxy.middlewares"
 OBJECT_STORE_MB = 200
+CONNECT_TIMEOUT_S = 5.0
 
 
 class RayUnavailable(OnnxgError):
@@ -63,6 +64,26 @@ def short_temp_dir() -> str:
     return tempfile.mkdtemp(prefix="og", dir=base)
 
 
+def reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast on a cluster address nothing answers at: Ray itself retries for minutes, logging
+    each try. ``auto`` / ``local`` and unparsable addresses are left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}",
+                             hint="check --ray-address / RAY_ADDRESS (the head node's GCS port, 6379 by "
+                             "default) and that the head node is up") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 @contextlib.contextmanager
 def session(address: str | None = None, *, num_cpus: int | None = None, api_key: str | None = None,
             object_store_mb: int = OBJECT_STORE_MB) -> Iterator[Session]:
@@ -73,6 +94,8 @@ def session(address: str | None = None, *, num_cpus: int | None = None, api_key:
     temp_dir = None
     if started:  # before Ray is imported: it reads some of these once, at import
         os.environ.update(local_env(api_key))
+    else:
+        reachable(address)
     import ray
 
     try:
@@ -85,8 +108,8 @@ def session(address: str | None = None, *, num_cpus: int | None = None, api_key:
                                 logging_level="WARNING")
             else:
                 info = ray.init(address=address, log_to_driver=False, logging_level="WARNING")
-        except ConnectionError as exc:
-            raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {exc}",
+        except (ConnectionError, ValueError) as exc:  # ValueError: an address Ray cannot parse
+            raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}",
                                  hint="check --ray-address / RAY_ADDRESS, and RAY_AUTH_TOKEN if the cluster uses "
                                  "token auth") from None
         yield Session(address=str(info.address_info.get("gcs_address", address or "")), started=started)

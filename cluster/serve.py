@@ -44,6 +44,18 @@ class Scale:
         return self.autoscale[1] if self.autoscale else self.replicas
 
 
+# How fast autoscaling reacts. Serve's defaults (load averaged over 30 s, reported every 10 s,
+# 30 s before scaling up) take about a minute to answer a rush, long after a chat user gave up;
+# onnxg's requests last seconds, so 10 s of load is a fair sample. A report every 2 s is one
+# small message per replica. 5 s before scaling up ignores a burst that would be over before a
+# new replica loaded its models; 120 s before scaling down (Serve: 600 s) frees an idle replica's
+# memory without reloading models between the lulls of a busy hour. (``metrics_interval_s`` is
+# marked deprecated in Ray 2.60 for environment variables that 2.60 does not read yet.)
+AUTOSCALE_TIMING: dict[str, float] = {
+    "look_back_period_s": 10.0, "metrics_interval_s": 2.0, "upscale_delay_s": 5.0, "downscale_delay_s": 120.0,
+}
+
+
 def parse_autoscale(text: str) -> tuple[int, int]:
     """``"1:4"`` -> (1, 4)."""
     low, sep, high = text.partition(":")
@@ -71,7 +83,7 @@ def deployment_options(settings: Settings, scale: Scale) -> dict[str, Any]:
             "min_replicas": scale.autoscale[0], "max_replicas": scale.autoscale[1],
             "initial_replicas": max(1, scale.autoscale[0]),
             "target_ongoing_requests": max(1, settings.max_concurrency // 2),
-            "upscale_delay_s": 10.0, "downscale_delay_s": 120.0,  # Serve's 600 s keeps idle models loaded
+            **AUTOSCALE_TIMING,
         }
     else:
         options["num_replicas"] = scale.replicas
@@ -135,6 +147,14 @@ def build(args: dict[str, Any]) -> Any:
     return application(Settings(models=[models] if isinstance(models, str) else list(models), **args), scale)
 
 
+def check_replica_cpus(replica_cpus: float, address: str | None) -> None:
+    """A local cluster (no ``address``, no ``RAY_ADDRESS``) has only this machine's CPUs."""
+    if address is None and not os.environ.get("RAY_ADDRESS") and replica_cpus > (os.cpu_count() or 1):
+        raise InvalidRequest(f"--replica-cpus {replica_cpus:g} is more than this machine's {os.cpu_count()} CPUs",
+                             hint="a local Ray cluster has only this machine; join a bigger one with --ray-address",
+                             param="replica_cpus")
+
+
 def run(settings: Settings, scale: Scale, address: str | None,
         on_ready: Callable[[str], None], stop: threading.Event | None = None) -> None:
     """Start or join a cluster, deploy, call ``on_ready(url)``, and serve until SIGTERM / Ctrl-C
@@ -143,32 +163,66 @@ def run(settings: Settings, scale: Scale, address: str | None,
 
     cpus = max(os.cpu_count() or 1, math.ceil(scale.most * scale.replica_cpus))
     with ray_session.session(address, num_cpus=cpus, api_key=settings.api_key) as session:
+        import logging
+
         from ray import serve
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would bury onnxg's own
 
         stop = stop or threading.Event()
         previous = _on_signals(stop)
+        serve_was_running = serve_running()
+        deployed = False
         try:
-            deploy(settings, scale)
+            deploy(settings, scale, serve_was_running)
+            deployed = True
             on_ready(settings.url)
             while not stop.wait(0.5):
                 pass
         finally:
             _restore(previous)
             try:
-                if session.started:
-                    serve.shutdown()
-                else:
+                if deployed:  # replicas finish their requests (--grace-period); never another command's app
                     serve.delete(APP_NAME)
+                if not session.started and not serve_was_running:  # Serve (and its proxy's port) ends with us;
+                    serve.shutdown()  # a cluster we started ends whole (Serve's shutdown drains its proxy 30 s)
             except Exception:  # noqa: BLE001 - a cluster gone meanwhile has nothing left to delete
                 pass
 
 
-def deploy(settings: Settings, scale: Scale) -> None:
-    """Start Serve (its proxy on ``settings.host:port``, head node only) and deploy the app."""
+def serve_running() -> bool:
+    """Whether Ray Serve already runs on the connected cluster (its controller actor is alive)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+def deploy(settings: Settings, scale: Scale, serve_was_running: bool = False) -> None:
+    """Start Serve (its proxy on ``settings.host:port``, head node only) and deploy the app.
+
+    Serve already running on a joined cluster keeps its proxy's address (Serve ignores a new
+    one) and may hold an ``onnxg`` app already: both are refused rather than printing a URL that
+    does not answer or replacing someone's app."""
     from ray import serve
 
     serve.start(proxy_location="HeadOnly", http_options={"host": settings.host, "port": settings.port},
                 logging_config={"log_level": "WARNING", "enable_access_log": False})
+    if serve_was_running:
+        from ray.serve.context import _get_global_client
+
+        http = _get_global_client().http_config
+        if (http.host, http.port) != (settings.host, settings.port):
+            raise DeployError(f"Ray Serve on this cluster already listens on {http.host}:{http.port}, not "
+                              f"{settings.host}:{settings.port}",
+                              hint=f"pass --host {http.host} --port {http.port} (Serve has one HTTP address per cluster)")
+        if APP_NAME in serve.status().applications:
+            raise DeployError(f"an app named {APP_NAME!r} already runs on this Ray cluster",
+                              hint="stop it first (`onnxg stop`, or `serve delete onnxg`)")
     try:
         serve.run(application(settings, scale), name=APP_NAME, route_prefix="/",
                   logging_config={"log_level": "WARNING", "enable_access_log": False})

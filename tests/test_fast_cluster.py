@@ -91,7 +91,9 @@ def test_deployment_options_fit_onnxg_batching() -> None:
     scaled = cluster_serve.deployment_options(settings, cluster_serve.Scale(autoscale=(1, 4)))
     assert "num_replicas" not in scaled
     assert scaled["autoscaling_config"]["max_replicas"] == 4
-    assert scaled["autoscaling_config"]["downscale_delay_s"] < 600
+    timing = scaled["autoscaling_config"]
+    assert timing["downscale_delay_s"] < 600 and timing["upscale_delay_s"] < timing["downscale_delay_s"]
+    assert timing["metrics_interval_s"] < timing["look_back_period_s"] < 30  # Serve warns unless <; 30: its default
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -99,6 +101,7 @@ def test_deployment_options_fit_onnxg_batching() -> None:
     (["serve", "--ray-address", "x:1"], "--ray-address needs --ray"),
     (["serve", "--ray", "--replicas", "2", "--autoscale", "1:3"], "either --replicas or --autoscale"),
     (["embed", "--workers", "2", "--text", "hi"], "--workers needs --ray"),
+    (["serve", "--ray", "--replica-cpus", "100000", "-m", "nowhere"], "more than this machine's"),
 ])
 def test_ray_options_without_ray_are_one_line_errors(argv: list[str], message: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,3 +153,24 @@ def test_a_proxy_that_returns_without_answering_gives_openai_json() -> None:
 
     status, headers, body = _call(unfinished_plain_error)
     assert status == 503 and json.loads(body)["error"]["code"] == "service_unavailable"
+
+
+def test_an_unreachable_cluster_address_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray would retry a dead address for minutes, logging each try: onnxg checks the port first."""
+    import socket
+    import time
+
+    from onnxg.cluster import ray_session
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as listener:  # a port just freed: nothing listens there
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    imported = "ray" in sys.modules
+    started = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ray_session.RayUnavailable, match="cannot reach the Ray cluster at"), \
+                ray_session.session(address):
+            pass
+    assert time.monotonic() - started < ray_session.CONNECT_TIMEOUT_S
+    assert imported or "ray" not in sys.modules

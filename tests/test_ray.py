@@ -59,6 +59,72 @@ def _onnxg(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
     return subprocess.run([*onnxg_command(), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _chat_with_one_retry(url: str, model: str, **extra: Any) -> tuple[httpx.Response, int]:
+    """The answer and how many retries it took (one at most, as the openai client does)."""
+    outcome = ""
+    for attempt in range(2):
+        try:
+            response = _chat(url, model, timeout=30, **extra)
+        except httpx.TimeoutException:
+            outcome = "timed out"
+            continue
+        if response.status_code == 200:
+            return response, attempt
+        outcome = f"{response.status_code} {response.text[:200]}"
+    raise AssertionError(f"a request failed twice: {outcome}")
+
+
+def test_autoscale_adds_a_replica_under_load_and_every_request_succeeds(cluster: dict[str, str],
+                                                                         tiny_chat_model: Path) -> None:
+    """``--autoscale 1:2`` starts on one replica; six clients that never pause keep more requests
+    in flight than one replica's target, so Serve adds the second: both answer, nothing fails.
+
+    Runs first in this file: Serve has one proxy per cluster, and stopping this deployment (Serve
+    was not running before it) shuts Serve down, so the module's 2-replica deployment can start."""
+    port = free_port()
+    done = _onnxg(cluster, "serve", "--ray", "--detach", "--ray-address", cluster["RAY_TEST_ADDRESS"],
+                  "--autoscale", "1:2", "--max-concurrency", "4", "--replica-cpus", "0.5", "--port", str(port),
+                  "--api-key", KEY, "-m", str(tiny_chat_model), "--no-ui")
+    assert done.returncode == 0, done.stderr[-3000:]
+    url, model = f"http://127.0.0.1:{port}", tiny_chat_model.name
+    stop = threading.Event()
+    answered: dict[str, int] = {}
+    retries: list[int] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        while not stop.is_set():
+            response, retried = _chat_with_one_retry(url, model, max_tokens=16)
+            with lock:
+                replica = response.headers["x-onnxg-replica"]
+                answered[replica] = answered.get(replica, 0) + 1
+                retries.append(retried)
+
+    try:
+        first, _ = _chat_with_one_retry(url, model)
+        assert first.status_code == 200
+        started = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            clients = [pool.submit(client) for _ in range(6)]
+            try:
+                while not (len(answered) == 2 and min(answered.values()) >= 5):  # the new one really serves
+                    assert not any(c.done() for c in clients), [c.exception() for c in clients if c.done()]
+                    assert time.monotonic() - started < 90, f"no second replica after 90 s of load: {answered}"
+                    time.sleep(0.2)
+                scaled_after = time.monotonic() - started
+            finally:
+                stop.set()
+            for c in clients:
+                c.result()  # a request that failed twice fails the test here
+        print(f"second replica answering {scaled_after:.1f} s into the load; {len(retries)} requests, "
+              f"{sum(retries)} retried; per replica {sorted(answered.values())}")
+        assert sum(retries) <= 1, retries
+    finally:
+        stop.set()
+        stopped = _onnxg(cluster, "stop", "--port", str(port), timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+
+
 @pytest.fixture(scope="module")
 def deployed(cluster: dict[str, str], tiny_chat_model: Path) -> Iterator[dict[str, Any]]:
     """``onnxg serve --ray --detach`` with two replicas; stopped with ``onnxg stop``."""
@@ -98,6 +164,25 @@ def test_status_lists_the_deployment_and_the_key_guards_the_cluster(deployed: di
         assert refused.status_code == 401, path
         assert error_of(refused)["code"] == "invalid_api_key"
         assert httpx.get(f"{url}{path}", headers=_headers()).status_code == 200
+
+
+def test_a_second_deployment_on_the_cluster_is_refused_and_the_first_keeps_serving(
+        deployed: dict[str, Any], tiny_chat_model: Path) -> None:
+    """Serve has one proxy address per cluster and onnxg one app name: a second ``serve --ray`` on
+    the same cluster says so in one line (it would print a URL nothing answers, or replace the app)."""
+    address = deployed["env"]["RAY_TEST_ADDRESS"]
+    common = ["serve", "--ray", "--ray-address", address, "--replica-cpus", "0.5", "--api-key", KEY,
+              "-m", str(tiny_chat_model), "--no-ui"]
+    for port, message in ((free_port(), f"already listens on 127.0.0.1:{deployed['port']}"),
+                          (deployed["port"], "an app named 'onnxg' already runs")):
+        refused = _onnxg(deployed["env"], *common, "--port", str(port), timeout=120)
+        assert refused.returncode == 1, refused.stderr[-2000:]
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and message in errors[0], refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr
+    assert _chat(deployed["url"], deployed["model"]).status_code == 200
+    bad = _onnxg(deployed["env"], "serve", "--ray", "--ray-address", "no-port-here", "-m", str(tiny_chat_model))
+    assert bad.returncode == 1 and "cannot reach the Ray cluster at no-port-here" in bad.stderr, bad.stderr[-2000:]
 
 
 def test_two_replicas_both_answer_through_the_openai_client(deployed: dict[str, Any]) -> None:
