@@ -71,22 +71,23 @@ async def embeddings(request: Request, registry: Registry, slots: Slots, metrics
     model_id, model = registry.embedding_model(req.model)
     texts, ids = parse_input(req.input)
     pooling.check_dimensions(req.dimensions, int(model.dimensions))  # before spending a slot on it
+    fmt = req.encoding_format or "float"
+
+    def answer() -> tuple[bytes, int]:
+        """The model call and the response body, in a worker thread: encoding thousands of
+        vectors (floats above all) would otherwise hold the event loop."""
+        result = model.embed(texts, batch_size=BATCH_SIZE) if texts is not None else \
+            model.embed_tokens(ids, batch_size=BATCH_SIZE)  # type: ignore[arg-type]
+        rows = encode_rows(shape(result.vectors, req.dimensions), fmt)
+        tokens = int(sum(result.token_counts))
+        body = EmbeddingList(object="list", data=[Embedding("embedding", i, row) for i, row in enumerate(rows)],
+                             model=model_id, usage=EmbeddingUsage(tokens, tokens))
+        return ENCODER.encode(body), tokens
+
     slot = slots.acquire()
     try:
-        if texts is not None:
-            result = await anyio.to_thread.run_sync(lambda: model.embed(texts, batch_size=BATCH_SIZE))
-        else:
-            result = await anyio.to_thread.run_sync(lambda: model.embed_tokens(ids, batch_size=BATCH_SIZE))
+        body, tokens = await anyio.to_thread.run_sync(answer)
     finally:
         slot.release()
-    vectors = shape(result.vectors, req.dimensions)
-    rows = encode_rows(vectors, req.encoding_format or "float")
-    tokens = int(sum(result.token_counts))
     metrics.tokens(model_id, tokens, 0)
-    body = EmbeddingList(
-        object="list",
-        data=[Embedding("embedding", i, row) for i, row in enumerate(rows)],
-        model=model_id,
-        usage=EmbeddingUsage(tokens, tokens),
-    )
-    return Response(ENCODER.encode(body), media_type="application/json", status_code=200)
+    return Response(body, media_type="application/json", status_code=200)
