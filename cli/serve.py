@@ -235,7 +235,7 @@ def run(settings: Settings) -> None:
                 url = Settings(host=settings.host, port=port_bound).url
                 out.print(f"onnxg ready at {url}/v1 serving {ids}", markup=False)
                 for name, chat in app.state.registry.chat.items():
-                    budget = getattr(chat, "stats", dict)().get("kv_budget_bytes")
+                    budget = chat.stats().get("kv_budget_bytes")
                     if budget:
                         out.print(f"{name}: key-value memory budget {budget // 2**20} MB", markup=False)
                 if settings.ui:

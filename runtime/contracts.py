@@ -13,10 +13,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from onnxg.runtime.layout import Kind
 from onnxg.runtime.options import GenerationOptions
+
+if TYPE_CHECKING:
+    from onnxg.runtime.tools import Family
 
 # --- chat data -------------------------------------------------------------------------------
 
@@ -155,11 +158,16 @@ class ChatModel(Protocol):
     name: str
     path: Path | None
     context_length: int
+    tool_family: Family | None  # how it writes tool calls (``runtime/tools.py``); None: no tools
 
     def stream(self, prompt: Prompt, options: GenerationOptions,
                cancel: threading.Event | None = None) -> Iterator[Chunk | Usage]: ...
 
     def complete(self, prompt: Prompt, options: GenerationOptions) -> Result: ...
+
+    def stats(self) -> dict[str, int]:
+        """The engine's figures (``kv_budget_bytes``, queue lengths...); may be empty."""
+        ...
 
     def warmup(self) -> None: ...
 

@@ -136,6 +136,9 @@ class FakeChatModel:
     def complete(self, prompt: Prompt, options: GenerationOptions) -> Result:
         return collect(self.stream(prompt, options), options.n, logprobs=options.logprobs)
 
+    def stats(self) -> dict[str, int]:
+        return {}
+
     def warmup(self) -> None:
         self.warmed = True
 

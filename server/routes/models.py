@@ -13,7 +13,7 @@ OWNER = "onnxg"
 
 def describe(model_id: str, model: ServedModel, created: int) -> Model:
     if model.kind == "chat":
-        family = getattr(model, "tool_family", None)
+        family = model.tool_family
         return Model(id=model_id, object="model", created=created, owned_by=OWNER, kind=model.kind,
                      context_length=int(model.context_length),
                      tool_calls=family.name if family is not None else None,
