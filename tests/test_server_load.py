@@ -149,3 +149,36 @@ def test_shutdown_lets_streams_finish(
             assert sock.connect_ex(("127.0.0.1", srv.port)) != 0
     finally:
         srv.stop()
+
+
+def test_concurrent_embedding_requests_equal_the_runtime_bit_for_bit(minilm_int8_model: Path,
+                                                                    tmp_path: Path) -> None:
+    """Twelve requests at once: while others run, a request's batches go to the model's
+    one-thread workers instead of the session with every thread (runtime/embed.py); every
+    request still gets exactly the vectors of the runtime called alone."""
+    import base64
+
+    import numpy as np
+
+    from onnxg.runtime.embed import OnnxEmbeddingModel
+
+    requests = [[f"request {r} sentence {i} " + "about things " * ((r + i) % 9) for i in range(20 + r * 3)]
+                for r in range(12)]
+    direct = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
+    expected = [direct.embed(texts, batch_size=32).vectors for texts in requests]
+    srv = ServerProcess(["--model", str(minilm_int8_model), "--threads", "2"], tmp_path).start()
+    try:
+        def ask(texts: list[str]) -> np.ndarray:
+            with httpx.Client(timeout=120) as client:
+                reply = client.post(f"{srv.base_url}/embeddings", json={
+                    "model": minilm_int8_model.name, "input": texts, "encoding_format": "base64"})
+            assert reply.status_code == 200, reply.text
+            return np.stack([np.frombuffer(base64.b64decode(row["embedding"]), "<f4")
+                             for row in reply.json()["data"]])
+
+        with ThreadPoolExecutor(len(requests)) as pool:
+            got = list(pool.map(ask, requests * 2))
+    finally:
+        assert srv.stop() == 0, srv.log()
+    for index, vectors in enumerate(got):
+        assert np.array_equal(vectors, expected[index % len(requests)]), index
