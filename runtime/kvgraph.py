@@ -20,9 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from onnxg.runtime import layout
+from onnxg.runtime import layout, onnxproto
 
 PLAIN_INPUTS = {"input_ids", "attention_mask", "past_key_names", "past_value_names"}
+# ops that may sit between the vocabulary product and the logits, each acting on every position
+# alone (a cast, a soft cap), and the products ``last_position_graph`` knows how to cut
+_PER_POSITION = {"Cast", "Mul", "Div", "Tanh", "Add", "Sub"}
+_PRODUCTS = {"MatMul", "MatMulNBits"}
 PLAIN_OUTPUTS = {"logits", "present_key_names", "present_value_names"}
 _DTYPES = {"float": np.float32, "float16": np.float16}
 
@@ -117,6 +121,22 @@ class Buffers:
         return self.arrays[layer][kind, first:first + rows]
 
 
+def last_position_graph(path: Path, logits_name: str) -> bytes | None:
+    """The decoder graph with its vocabulary product cut to each row's last position, or None
+    when its tail is not a product followed by per-position ops (``onnxproto.last_position_only``).
+
+    The batcher reads logits only at each row's last new token, and never those of a
+    prefill pass (a prompt's last token always runs in a decode pass); the builder's graph
+    computes them at every position: in 256-token prefill chunks of SmolLM2-135M int4 that
+    product took 14.4% of the pass (ONNX Runtime profile; 2.45 s against 3.0 s for four
+    chunks), and the logits 50 MB a chunk. Decode passes compute exactly what they did."""
+    info = layout.read_graph(path)
+    logits = next((v for v in info.outputs if v.name == logits_name), None)
+    if logits is None or len(logits.shape) != 3:
+        return None
+    return onnxproto.last_position_only(path.read_bytes(), logits_name, _PER_POSITION, _PRODUCTS)
+
+
 class DecoderGraph:
     """One onnxruntime session of the decoder; ``run`` feeds ``ids`` [rows, steps] to the rows
     ``first..first+rows`` of ``buffers`` whose caches hold ``lengths`` tokens, and returns the
@@ -134,10 +154,16 @@ class DecoderGraph:
         # event loop, sampling, detokenizing) then gets the cores between passes. Measured on
         # 2 shared cores: decode 15.6-22 ms/token without spinning, 47-85 ms with it.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(folder / decoder.get("filename", "model.onnx")), options,
-                                            providers=["CPUExecutionProvider"])
         names = decoder["inputs"]
         outs = decoder["outputs"]
+        path = folder / decoder.get("filename", "model.onnx")
+        cut = last_position_graph(path, outs["logits"])
+        self.last_only = cut is not None  # logits [rows, 1, vocab] whatever the pass's length
+        if cut is not None:
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
+            self.session = ort.InferenceSession(cut, options, providers=["CPUExecutionProvider"])
+        else:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.layers = int(decoder["num_hidden_layers"])
         self.past = [(names["past_key_names"] % i, names["past_value_names"] % i) for i in range(self.layers)]
         self.present = [(outs["present_key_names"] % i, outs["present_value_names"] % i) for i in range(self.layers)]
@@ -184,7 +210,7 @@ class DecoderGraph:
         io = self._binding(buffers, first, rows)
         io.bind_input(self.ids_name, "cpu", 0, self.ids_dtype, [rows, steps], ids.ctypes.data)
         io.bind_input(self.mask_name, "cpu", 0, self.mask_dtype, [rows, width], mask.ctypes.data)
-        logits = np.empty((rows, steps, self.vocab), dtype=self.logits_dtype)
+        logits = np.empty((rows, 1 if self.last_only else steps, self.vocab), dtype=self.logits_dtype)
         io.bind_output(self.logits_name, "cpu", 0, self.logits_dtype, list(logits.shape), logits.ctypes.data)
         self.session.run_with_iobinding(io)
         return np.asarray(logits[:, -1, :], dtype=np.float32)

@@ -1,11 +1,14 @@
-"""Read what onnxg needs from an ``.onnx`` file without loading any weights.
+"""Read what onnxg needs from an ``.onnx`` file without loading any weights, and make the
+one edit its runtime needs.
 
 A small reader of the protobuf wire format (no ``onnx`` package needed, which the base
 install does not have): the graph's inputs and outputs with their element types and shapes,
 the opsets it imports, the (domain, op type) of every node (subgraphs and functions
 included), and every external-data reference (file, offset, length) of its initializers.
 The file is memory-mapped and big fields (weights) are skipped, never copied, so a
-multi-gigabyte model costs a few milliseconds.
+multi-gigabyte model costs a few milliseconds. ``last_position_only`` rewrites a decoder so
+that its vocabulary product runs on each row's last position (``runtime/kvgraph.py``), by
+copying every other field byte for byte.
 """
 
 from __future__ import annotations
@@ -255,3 +258,102 @@ def read(path: Path) -> OnnxInfo:
         except BufferError:
             pass
     raise ProtoError(message)
+
+
+# --- the one edit -----------------------------------------------------------------------------
+
+def _spans(buf: memoryview) -> Iterator[tuple[int, memoryview | None, memoryview]]:
+    """(field number, its bytes for a length-delimited field, the field's whole encoding)."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        start = pos
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        value = None
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos:pos + size], pos + size
+        else:
+            raise ProtoError(f"unsupported wire type {wire}")
+        if pos > end:
+            raise ProtoError("truncated field")
+        yield number, value, buf[start:pos]
+
+
+def _encode_varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int64s take ten bytes, as protobuf writes them
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(data)) + data
+
+
+def _int64s(name: str, values: list[int]) -> bytes:
+    """A TensorProto of int64 ``values`` (dims [len], data_type 7, packed int64_data)."""
+    return (_encode_varint(1 << 3) + _encode_varint(len(values)) + _encode_varint(2 << 3) + _encode_varint(7)
+            + _field(7, b"".join(_encode_varint(v) for v in values)) + _field(8, name.encode()))
+
+
+def _strings(buf: memoryview, number: int) -> list[str]:
+    return [_text(value) for num, value, _ in _spans(buf) if num == number and value is not None]
+
+
+def last_position_only(data: bytes, output: str, per_position: set[str], products: set[str]) -> bytes | None:
+    """``data`` (a ModelProto) with a ``Slice`` to the last position (axis 1) before the
+    product (an op of ``products``) that ``output`` comes from through ops of
+    ``per_position`` whose other inputs are initializers or constants; None when ``output``
+    does not come from such a chain."""
+    model = list(_spans(memoryview(data)))
+    at = next((i for i, (number, _, _) in enumerate(model) if number == 7), None)
+    if at is None or model[at][1] is None:
+        return None
+    graph = list(_spans(model[at][1]))  # type: ignore[arg-type]
+    nodes = {i: value for i, (number, value, _) in enumerate(graph) if number == 1 and value is not None}
+    producers = {out: i for i, node in nodes.items() for out in _strings(node, 2)}
+    known = {_text(v) for num, t, _ in graph if num == 5 and t is not None for n, v, _ in _spans(t) if n == 8}
+    known |= {out for node in nodes.values() if _strings(node, 4) == ["Constant"] for out in _strings(node, 2)}
+
+    def op(i: int) -> str:
+        names = _strings(nodes[i], 4)
+        return names[0] if names else ""
+
+    index = producers.get(output)
+    while index is not None and op(index) in per_position:
+        computed = [name for name in _strings(nodes[index], 1) if name and name not in known]
+        if len(computed) != 1:
+            return None
+        index = producers.get(computed[0])
+    if index is None or op(index) not in products or not _strings(nodes[index], 1):
+        return None
+    hidden = _strings(nodes[index], 1)[0]
+    last = f"{hidden}/onnxg_last_position"
+    bounds = [f"{last}/{part}" for part in ("starts", "ends", "axes")]
+    cut = b"".join(_field(1, name.encode()) for name in (hidden, *bounds))
+    cut += _field(2, last.encode()) + _field(3, b"onnxg/last_position") + _field(4, b"Slice")
+    product = bytearray()
+    renamed = False
+    for number, _, whole in _spans(nodes[index]):
+        if number == 1 and not renamed:
+            product += _field(1, last.encode())
+            renamed = True
+        else:
+            product += whole
+    body = bytearray()
+    for i, (_, _, whole) in enumerate(graph):
+        if i == index:
+            body += _field(1, cut) + _field(1, bytes(product))
+        else:
+            body += whole
+    for name, value in zip(bounds, ([-1], [2**63 - 1], [1]), strict=True):
+        body += _field(5, _int64s(name, value))
+    return b"".join(_field(7, bytes(body)) if i == at else bytes(whole) for i, (_, _, whole) in enumerate(model))

@@ -144,3 +144,35 @@ def test_each_family_gives_the_same_text_on_both_engines(architecture: str) -> N
     with GenaiChatModel.load(folder) as model:
         assert model.engine == "batch"  # every family the builder makes here runs on the new engine
         assert model.complete(FAMILY_PROMPT, options).choices[0].text == expected
+
+
+def test_the_vocabulary_product_runs_on_each_rows_last_position_only(tiny_chat_model: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batcher's decoder session cuts the graph's vocabulary product to the last position
+    (prefill passes' other logits were computed and thrown away): a prefill pass's last
+    logits, the following decode pass's logits and the key-value entries equal the full
+    graph's."""
+    import json
+
+    import numpy as np
+
+    from onnxg.runtime import kvgraph
+
+    config = json.loads((tiny_chat_model / "genai_config.json").read_text())
+    cut = kvgraph.DecoderGraph(tiny_chat_model, config, threads=1)
+    monkeypatch.setattr(kvgraph, "last_position_graph", lambda *_: None)
+    full = kvgraph.DecoderGraph(tiny_chat_model, config, threads=1)
+    assert cut.last_only and not full.last_only
+    ids = np.random.default_rng(0).integers(3, min(cut.vocab, 200), size=(2, 9))
+    outputs = []
+    for graph in (cut, full):
+        buffers = graph.buffers()
+        buffers.resize(2, 32, [])
+        prefill = graph.run(ids, np.array([0, 0]), buffers, 0)
+        decode = graph.run(np.array([[5], [7]]), np.array([9, 9]), buffers, 0)
+        outputs.append((prefill, decode, [a.copy() for a in buffers.arrays]))
+    (p1, d1, kv1), (p2, d2, kv2) = outputs
+    assert p1.shape == p2.shape == (2, cut.vocab)
+    np.testing.assert_allclose(p1, p2, atol=1e-5)
+    np.testing.assert_array_equal(d1, d2)
+    assert all(np.array_equal(a, b) for a, b in zip(kv1, kv2, strict=True))
