@@ -23,12 +23,12 @@ import numpy as np
 from onnxg.runtime import layout, onnxproto
 
 PLAIN_INPUTS = {"input_ids", "attention_mask", "past_key_names", "past_value_names"}
+PLAIN_OUTPUTS = {"logits", "present_key_names", "present_value_names"}
+_DTYPES = {"float": np.float32, "float16": np.float16}
 # ops that may sit between the vocabulary product and the logits, each acting on every position
 # alone (a cast, a soft cap), and the products ``last_position_graph`` knows how to cut
 _PER_POSITION = {"Cast", "Mul", "Div", "Tanh", "Add", "Sub"}
 _PRODUCTS = {"MatMul", "MatMulNBits"}
-PLAIN_OUTPUTS = {"logits", "present_key_names", "present_value_names"}
-_DTYPES = {"float": np.float32, "float16": np.float16}
 
 
 def unsupported(folder: Path, config: dict[str, Any]) -> str | None:
@@ -157,12 +157,16 @@ class DecoderGraph:
         names = decoder["inputs"]
         outs = decoder["outputs"]
         path = folder / decoder.get("filename", "model.onnx")
-        cut = last_position_graph(path, outs["logits"])
-        self.last_only = cut is not None  # logits [rows, 1, vocab] whatever the pass's length
-        if cut is not None:
+        cut = last_position_graph(path, outs["logits"]) if path.stat().st_size < 2**30 else None
+        self.session: Any = None
+        if cut is not None:  # the edited graph in memory, its weights still read from the folder
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
-            self.session = ort.InferenceSession(cut, options, providers=["CPUExecutionProvider"])
-        else:
+            try:
+                self.session = ort.InferenceSession(cut, options, providers=["CPUExecutionProvider"])
+            except Exception:  # noqa: BLE001 - an ONNX Runtime without that option: run the graph as it is
+                self.session = None
+        self.last_only = self.session is not None  # logits [rows, 1, vocab] whatever the pass's length
+        if self.session is None:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.layers = int(decoder["num_hidden_layers"])
         self.past = [(names["past_key_names"] % i, names["past_value_names"] % i) for i in range(self.layers)]
