@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from onnxg.runtime import store
 from onnxg.runtime.errors import InvalidRequest
 
 MANIFEST = "manifest.json"
@@ -130,8 +131,9 @@ class File:
 # --- a folder of shards ----------------------------------------------------------------------
 
 
-def _lines_digest(lines: list[str]) -> Any:
-    digest = hashlib.sha256()
+def _lines_digest(lines: list[str], digest: Any = None) -> Any:
+    """``digest`` (a new sha256 by default) updated with ``lines``, each ended by a newline."""
+    digest = digest if digest is not None else hashlib.sha256()
     for line in lines:
         digest.update(line.encode("utf-8") + b"\n")
     return digest
@@ -175,11 +177,8 @@ class Shards:
                 raise InvalidRequest(f"--out {folder} is a folder holding other files",
                                      "choose a new or empty folder", param="out")
             return shards
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        data = store.read_json(manifest)
+        if data.get("format") != FORMAT:
             raise InvalidRequest(f"--out {folder} holds a manifest.json that onnxg embed did not write",
                                  "choose a new or empty folder", param="out")
         for key, wanted in identity.items():
@@ -242,8 +241,7 @@ class ShardWriter:
             take = min(len(texts) - at, self.shards.rows - self.held)
             part = texts[at:at + take]
             self.file.write(first + at, part, vectors[at:at + take])
-            for line in part:
-                self.digest.update(line.encode("utf-8") + b"\n")
+            _lines_digest(part, self.digest)
             self.held += take
             at += take
             if self.held == self.shards.rows:
@@ -271,6 +269,4 @@ class ShardWriter:
         data = {"format": FORMAT, **shards.identity, "dimensions": self.dimensions,
                 "dtype": "float32", "multi_vector": self.suffix == ".jsonl", "count": shards.resumed,
                 "complete": complete, "shards": shards.done}
-        partial = shards.folder / f".{MANIFEST}.partial"
-        partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        partial.replace(shards.folder / MANIFEST)
+        store.write_manifest(shards.folder, data, name=MANIFEST)

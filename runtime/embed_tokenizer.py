@@ -67,10 +67,9 @@ class HFTokenizer:
         return 0
 
     def encode(self, texts: list[str]) -> Encoded:
-        # encode_batch_fast skips the character offsets nobody here reads (1,000 sentences:
-        # 38.5 ms against 45.7 ms); tokenizers < 0.20 has only encode_batch
-        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
-        encodings = encode(texts)
+        # without the character offsets nobody here reads (1,000 sentences: 38.5 ms against
+        # 45.7 ms for encode_batch)
+        encodings = self._tok.encode_batch_fast(texts)
         return Encoded([e.ids for e in encodings], [bool(e.overflowing) for e in encodings])
 
 

@@ -130,11 +130,13 @@ def last_position_graph(path: Path, logits_name: str) -> bytes | None:
     computes them at every position: in 256-token prefill chunks of SmolLM2-135M int4 that
     product took 14.4% of the pass (ONNX Runtime profile; 2.45 s against 3.0 s for four
     chunks), and the logits 50 MB a chunk. Decode passes compute exactly what they did."""
-    info = layout.read_graph(path)
-    logits = next((v for v in info.outputs if v.name == logits_name), None)
+    if path.stat().st_size >= 2**30:  # weights inside the file: leave such a graph as it is
+        return None
+    data = path.read_bytes()
+    logits = next((v for v in onnxproto.parse_bytes(data).outputs if v.name == logits_name), None)
     if logits is None or len(logits.shape) != 3:
         return None
-    return onnxproto.last_position_only(path.read_bytes(), logits_name, _PER_POSITION, _PRODUCTS)
+    return onnxproto.last_position_only(data, logits_name, _PER_POSITION, _PRODUCTS)
 
 
 class DecoderGraph:
@@ -157,16 +159,16 @@ class DecoderGraph:
         names = decoder["inputs"]
         outs = decoder["outputs"]
         path = folder / decoder.get("filename", "model.onnx")
-        cut = last_position_graph(path, outs["logits"]) if path.stat().st_size < 2**30 else None
-        self.session: Any = None
+        cut = last_position_graph(path, outs["logits"])
+        self.last_only = False  # True: logits [rows, 1, vocab] whatever the pass's length
         if cut is not None:  # the edited graph in memory, its weights still read from the folder
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
             try:
                 self.session = ort.InferenceSession(cut, options, providers=["CPUExecutionProvider"])
+                self.last_only = True
             except Exception:  # noqa: BLE001 - an ONNX Runtime without that option: run the graph as it is
-                self.session = None
-        self.last_only = self.session is not None  # logits [rows, 1, vocab] whatever the pass's length
-        if self.session is None:
+                pass
+        if not self.last_only:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.layers = int(decoder["num_hidden_layers"])
         self.past = [(names["past_key_names"] % i, names["past_value_names"] % i) for i in range(self.layers)]

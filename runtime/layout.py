@@ -153,14 +153,10 @@ def find_graph(folder: Path) -> tuple[Path | None, list[Path]]:
 
 
 def graph_bytes(graph: Path) -> int:
-    """The graph file and its external weights (``model.onnx.data``, ``model.onnx_data``...,
-    the files next to it named after it): what a session of it holds in memory."""
-    try:
-        return sum(p.stat().st_size for p in graph.parent.iterdir()
-                   if p.is_file() and (p == graph or p.name.startswith(graph.name + ".") or
-                                       p.name.startswith(graph.name + "_")))
-    except OSError:
-        return 0
+    """The graph file and the external-data files its initializers name: what a session of it
+    holds in memory."""
+    files = {graph} | {graph.parent / ref.location for ref in read_graph(graph).external}
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def find_tokenizer(folder: Path) -> Path | None:

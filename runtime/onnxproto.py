@@ -77,31 +77,33 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
     """(field number, wire type, value): ints for varint/fixed, memoryviews for bytes."""
+    for number, wire, value, _ in _spans(buf):
+        yield number, wire, value
+
+
+def _spans(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview, memoryview]]:
+    """``_fields`` with each field's whole encoding (what an edit copies unchanged)."""
     pos, end = 0, len(buf)
     while pos < end:
+        start = pos
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
+        value: int | memoryview
         if wire == 0:
             value, pos = _varint(buf, pos)
-            yield number, wire, value
-        elif wire == 1:
-            if pos + 8 > end:
-                raise ProtoError("truncated fixed64")
-            yield number, wire, int.from_bytes(buf[pos:pos + 8], "little")
-            pos += 8
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            if pos + width > end:
+                raise ProtoError(f"truncated fixed{width * 8}")
+            value, pos = int.from_bytes(buf[pos:pos + width], "little"), pos + width
         elif wire == 2:
             size, pos = _varint(buf, pos)
             if pos + size > end:
                 raise ProtoError("truncated field")
-            yield number, wire, buf[pos:pos + size]
-            pos += size
-        elif wire == 5:
-            if pos + 4 > end:
-                raise ProtoError("truncated fixed32")
-            yield number, wire, int.from_bytes(buf[pos:pos + 4], "little")
-            pos += 4
+            value, pos = buf[pos:pos + size], pos + size
         else:
             raise ProtoError(f"unsupported wire type {wire}")
+        yield number, wire, value, buf[start:pos]
 
 
 def _text(value: int | memoryview) -> str:
@@ -262,28 +264,6 @@ def read(path: Path) -> OnnxInfo:
 
 # --- the one edit -----------------------------------------------------------------------------
 
-def _spans(buf: memoryview) -> Iterator[tuple[int, memoryview | None, memoryview]]:
-    """(field number, its bytes for a length-delimited field, the field's whole encoding)."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        start = pos
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        value = None
-        if wire == 0:
-            _, pos = _varint(buf, pos)
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        else:
-            raise ProtoError(f"unsupported wire type {wire}")
-        if pos > end:
-            raise ProtoError("truncated field")
-        yield number, value, buf[start:pos]
-
-
 def _encode_varint(value: int) -> bytes:
     value &= (1 << 64) - 1  # negative int64s take ten bytes, as protobuf writes them
     out = bytearray()
@@ -305,7 +285,7 @@ def _int64s(name: str, values: list[int]) -> bytes:
 
 
 def _strings(buf: memoryview, number: int) -> list[str]:
-    return [_text(value) for num, value, _ in _spans(buf) if num == number and value is not None]
+    return [_text(value) for num, _, value in _fields(buf) if num == number]
 
 
 def last_position_only(data: bytes, output: str, per_position: set[str], products: set[str]) -> bytes | None:
@@ -314,13 +294,15 @@ def last_position_only(data: bytes, output: str, per_position: set[str], product
     ``per_position`` whose other inputs are initializers or constants; None when ``output``
     does not come from such a chain."""
     model = list(_spans(memoryview(data)))
-    at = next((i for i, (number, _, _) in enumerate(model) if number == 7), None)
-    if at is None or model[at][1] is None:
+    at = next((i for i, (number, _, value, _) in enumerate(model) if number == 7 and isinstance(value, memoryview)),
+              None)
+    if at is None:
         return None
-    graph = list(_spans(model[at][1]))  # type: ignore[arg-type]
-    nodes = {i: value for i, (number, value, _) in enumerate(graph) if number == 1 and value is not None}
+    graph = list(_spans(model[at][2]))  # type: ignore[arg-type]
+    nodes = {i: value for i, (number, _, value, _) in enumerate(graph) if number == 1 and isinstance(value, memoryview)}
     producers = {out: i for i, node in nodes.items() for out in _strings(node, 2)}
-    known = {_text(v) for num, t, _ in graph if num == 5 and t is not None for n, v, _ in _spans(t) if n == 8}
+    known = {name for number, _, tensor, _ in graph if number == 5 and isinstance(tensor, memoryview)
+             for name in _strings(tensor, 8)}
     known |= {out for node in nodes.values() if _strings(node, 4) == ["Constant"] for out in _strings(node, 2)}
 
     def op(i: int) -> str:
@@ -342,18 +324,18 @@ def last_position_only(data: bytes, output: str, per_position: set[str], product
     cut += _field(2, last.encode()) + _field(3, b"onnxg/last_position") + _field(4, b"Slice")
     product = bytearray()
     renamed = False
-    for number, _, whole in _spans(nodes[index]):
+    for number, _, _, whole in _spans(nodes[index]):
         if number == 1 and not renamed:
             product += _field(1, last.encode())
             renamed = True
         else:
             product += whole
     body = bytearray()
-    for i, (_, _, whole) in enumerate(graph):
+    for i, (_, _, _, whole) in enumerate(graph):
         if i == index:
             body += _field(1, cut) + _field(1, bytes(product))
         else:
             body += whole
     for name, value in zip(bounds, ([-1], [2**63 - 1], [1]), strict=True):
         body += _field(5, _int64s(name, value))
-    return b"".join(_field(7, bytes(body)) if i == at else bytes(whole) for i, (_, _, whole) in enumerate(model))
+    return b"".join(_field(7, bytes(body)) if i == at else bytes(whole) for i, (_, _, _, whole) in enumerate(model))

@@ -8,14 +8,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from modelkit import cache
 from modelkit import sentencepiece as spkit
-from onnxg.runtime import embed as embed_module
 from onnxg.runtime.embed import OnnxEmbeddingModel
 from onnxg.runtime.contracts import EmbeddingResult
 from onnxg.runtime.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
@@ -154,72 +152,6 @@ def test_embed_is_thread_safe(tiny_embed_model: Path) -> None:
         t.join()
     for k, got in results.items():
         np.testing.assert_allclose(got, np.roll(expected, -k, axis=0), atol=2e-5)
-
-
-def test_batches_side_by_side_are_bit_identical_to_one_at_a_time(minilm_int8_model: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The batches of one call run side by side (one per thread, on a one-thread session);
-    each is the same computation as alone, so the vectors equal a one-thread run bit for bit
-    (int8 included, whose dynamic quantization depends on what shares a batch). The one
-    batch of a call alone runs on the session with every thread, on a worker when other
-    calls are running; a model too big for a second session runs its batches one at a time."""
-    model = OnnxEmbeddingModel.load(minilm_int8_model, threads=2)
-    texts = [f"sentence {i} about " + "words " * (i % 11) for i in range(70)]
-    seen: list[tuple[str, Any]] = []
-    batch = model._batch
-
-    def spy(rows: list[list[int]], session: Any) -> list[np.ndarray]:
-        seen.append((threading.current_thread().name, session))
-        return batch(rows, session)
-
-    model._batch = spy  # type: ignore[method-assign]
-    side_by_side = model.embed(texts, batch_size=8).vectors
-    assert len({name for name, _ in seen if name.startswith("onnxg-embed")}) == 2, seen
-    assert {session for _, session in seen} == {model._bulk[0]} != {model._session}  # type: ignore[index]
-    serial = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
-    assert serial._bulk is None
-    assert np.array_equal(serial.embed(texts, batch_size=8).vectors, side_by_side)
-    seen.clear()
-    one = texts[:8]
-    assert np.array_equal(model.embed(one, batch_size=8).vectors, serial.embed(one, batch_size=8).vectors)
-    assert seen == [(threading.current_thread().name, model._session)]
-    seen.clear()
-    model._calls = 1  # another call in flight (a busy server): even one batch goes to a worker
-    assert np.array_equal(model.embed(one, batch_size=8).vectors, serial.embed(one, batch_size=8).vectors)
-    assert len(seen) == 1 and seen[0][0].startswith("onnxg-embed") and seen[0][1] is model._bulk[0]  # type: ignore[index]
-    assert model._calls == 1
-    model._calls = 0
-    model.close()
-    monkeypatch.setattr(embed_module, "BULK_SESSION_MAX_BYTES", 1000)
-    big = OnnxEmbeddingModel.load(minilm_int8_model, threads=2)
-    assert big._bulk is None and np.array_equal(big.embed(texts, batch_size=8).vectors, side_by_side)
-
-
-def test_model_calls_hold_at_most_batch_size_inputs_and_a_token_budget(minilm_int8_model: Path,
-                                                                      tmp_path: Path) -> None:
-    """Calls are cut from the inputs sorted by length: at most ``batch_size`` inputs and,
-    past the first, at most the model's token budget (its feed-forward activation in the
-    cache); the vectors are the same as calls of whole batches would give (fp32 equal,
-    int8 within its quantization noise)."""
-    model = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
-    assert model._tokens_per_call == embed_module.ACTIVATION_BUDGET_BYTES // (4 * 1536) == 256
-    ids = [[1] * n for n in [3, 70, 5, 9, 200, 40, 12, 600, 8, 33] * 5]
-    batches = model._batches(ids, 32)
-    assert sorted(i for b in batches for i in b) == list(range(len(ids)))
-    widths = [max(len(ids[i]) for i in b) for b in batches]
-    assert widths == sorted(widths)  # sorted by length
-    for b, width in zip(batches, widths, strict=True):
-        assert len(b) <= 32 and (len(b) == 1 or len(b) * width <= 256), (len(b), width)
-    assert len(batches) > -(-len(ids) // 32)  # the budget cut more calls than the count alone
-    assert model._batches([[1] * 5] * 40, 32) == [list(range(32)), list(range(32, 40))]  # short: count rules
-    texts = [("word " * (i % 40)) + f"end {i}" for i in range(60)]
-    whole = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
-    whole._tokens_per_call = None
-    cosine = np.sum(model.embed(texts).vectors * whole.embed(texts).vectors, axis=1)
-    assert cosine.min() > 0.99
-    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 1024}))
-    assert embed_module.tokens_per_call(tmp_path) == 96
-    assert embed_module.tokens_per_call(tmp_path / "nothing") == 256
 
 
 def test_embed_tokens_and_input_validation(tiny_embed_model: Path) -> None:

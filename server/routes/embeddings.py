@@ -74,8 +74,8 @@ async def embeddings(request: Request, registry: Registry, slots: Slots, metrics
     fmt = req.encoding_format or "float"
 
     def answer() -> tuple[bytes, int]:
-        """The model call and the response body, in a worker thread: encoding thousands of
-        vectors (floats above all) would otherwise hold the event loop."""
+        """The model call and the response body, in one worker thread (the vectors are
+        encoded where they were made; the event loop only sends the bytes)."""
         result = model.embed(texts, batch_size=BATCH_SIZE) if texts is not None else \
             model.embed_tokens(ids, batch_size=BATCH_SIZE)  # type: ignore[arg-type]
         rows = encode_rows(shape(result.vectors, req.dimensions), fmt)
