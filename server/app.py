@@ -35,6 +35,7 @@ from onnxg.server.metrics import Metrics
 from onnxg.server.registry import Registry, load, plan
 from onnxg.server.routes import chat, completions, embeddings, health, ui
 from onnxg.server.routes import models as model_routes
+from onnxg.server.services import Services
 from onnxg.server.settings import Settings
 
 log = logging.getLogger("onnxg.server")
@@ -95,6 +96,7 @@ def create_app(settings: Settings, startup: StartupState | None = None, *,
             startup.error = exc
             raise
         app.state.registry = registry
+        app.state.services = Services(registry, app.state.slots, app.state.metrics)
         try:
             yield
         finally:
@@ -124,9 +126,7 @@ def create_app(settings: Settings, startup: StartupState | None = None, *,
         route_handlers=[v1, health.health, health.metrics_text, openapi_json, *pages],
         lifespan=[lifespan],
         dependencies={
-            "registry": Provide(_registry, sync_to_thread=False),
-            "slots": Provide(_slots, sync_to_thread=False),
-            "metrics": Provide(_metrics, sync_to_thread=False),
+            "services": Provide(_services, sync_to_thread=False),
         },
         exception_handlers={Exception: errors.handle},
         middleware=[metrics_mod.middleware],
@@ -149,16 +149,8 @@ def create_app(settings: Settings, startup: StartupState | None = None, *,
     return app
 
 
-def _registry(state: State) -> Registry:
-    return state.registry  # type: ignore[no-any-return]
-
-
-def _slots(state: State) -> Slots:
-    return state.slots  # type: ignore[no-any-return]
-
-
-def _metrics(state: State) -> Metrics:
-    return state.metrics  # type: ignore[no-any-return]
+def _services(state: State) -> Services:
+    return state.services  # type: ignore[no-any-return]
 
 
 def _cors(origins: list[str]) -> CORSConfig | None:

@@ -22,7 +22,8 @@ def test_batches_side_by_side_are_bit_identical_to_one_at_a_time(minilm_int8_mod
     each is the same computation as alone, so the vectors equal a one-thread run bit for bit
     (int8 included, whose dynamic quantization depends on what shares a batch). The one
     batch of a call alone runs on the session with every thread, on a worker when other
-    calls are running; a model too big for a second session runs its batches one at a time."""
+    calls are running; a model too big for a second session runs its batches one at a time.
+    A call of two or more inputs is always at least two batches (``MIN_CALLS``)."""
     model = OnnxEmbeddingModel.load(minilm_int8_model, threads=2)
     texts = [f"sentence {i} about " + "words " * (i % 11) for i in range(70)]
     seen: list[tuple[str, Any]] = []
@@ -40,7 +41,12 @@ def test_batches_side_by_side_are_bit_identical_to_one_at_a_time(minilm_int8_mod
     assert serial._bulk is None
     assert np.array_equal(serial.embed(texts, batch_size=8).vectors, side_by_side)
     seen.clear()
-    one = texts[:8]
+    eight = texts[:8]  # fewer inputs than batch_size: two halves, side by side
+    assert np.array_equal(model.embed(eight, batch_size=8).vectors, serial.embed(eight, batch_size=8).vectors)
+    assert [len(rows) for rows in model._batches([[1]] * 8, 8)] == [4, 4]
+    assert len(seen) == 2 and {session for _, session in seen} == {model._bulk[0]}  # type: ignore[index]
+    seen.clear()
+    one = texts[:1]
     assert np.array_equal(model.embed(one, batch_size=8).vectors, serial.embed(one, batch_size=8).vectors)
     assert seen == [(threading.current_thread().name, model._session)]
     seen.clear()
@@ -59,8 +65,9 @@ def test_model_calls_hold_at_most_batch_size_inputs_and_a_token_budget(minilm_in
                                                                       tmp_path: Path) -> None:
     """Calls are cut from the inputs sorted by length: at most ``batch_size`` inputs and,
     past the first, at most the model's token budget (its feed-forward activation in the
-    cache); the vectors are the same as calls of whole batches would give (fp32 equal,
-    int8 within its quantization noise)."""
+    cache); no more calls than those limits need, at least two for two or more inputs, as
+    even as the lengths allow; the vectors are the same as calls of whole batches would give
+    (int8 within its quantization noise)."""
     model = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
     assert model._tokens_per_call == embed_module.ACTIVATION_BUDGET_BYTES // (4 * 1536) == 256
     ids = [[1] * n for n in [3, 70, 5, 9, 200, 40, 12, 600, 8, 33] * 5]
@@ -71,7 +78,16 @@ def test_model_calls_hold_at_most_batch_size_inputs_and_a_token_budget(minilm_in
     for b, width in zip(batches, widths, strict=True):
         assert len(b) <= 32 and (len(b) == 1 or len(b) * width <= 256), (len(b), width)
     assert len(batches) > -(-len(ids) // 32)  # the budget cut more calls than the count alone
-    assert model._batches([[1] * 5] * 40, 32) == [list(range(32)), list(range(32, 40))]  # short: count rules
+    # short inputs: the count rules, and the calls are even rather than full ones and a rest
+    assert model._batches([[1] * 5] * 40, 32) == [list(range(20)), list(range(20, 40))]
+    assert [len(b) for b in model._batches([[1] * 5] * 65, 32)] == [22, 22, 21]
+    # two or more inputs make two calls at least; one input, one call
+    assert model._batches([[1] * 5] * 7, 32) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert model._batches([[1] * 5], 32) == [[0]]
+    # 24 inputs of 10 tokens fill the budget (240), so a greedy cut would leave 8 of 11 for a
+    # second call (240 and 88 padded tokens); even calls hold 170 and 165
+    uneven = [[1] * 10] * 24 + [[1] * 11] * 8
+    assert [len(b) for b in model._batches(uneven, 32)] == [17, 15]
     texts = [("word " * (i % 40)) + f"end {i}" for i in range(60)]
     whole = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
     whole._tokens_per_call = None

@@ -9,8 +9,6 @@ from litestar import Request, Response, post
 from msgspec import UNSET
 
 from onnxg.server.errors import decode, invalid
-from onnxg.server.limits import Slots
-from onnxg.server.metrics import Metrics
 from onnxg.server.protocol import (
     ENCODER,
     ChatChoice,
@@ -30,7 +28,7 @@ from onnxg.server.protocol import (
     TopLogprob,
     Usage,
 )
-from onnxg.server.registry import Registry
+from onnxg.server.services import Services
 from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, sse, stream_response
 
 
@@ -170,7 +168,8 @@ def _choice(c: Any, logprobs: bool, legacy: bool) -> ChatChoice:
     summary="Create a chat completion (OpenAI wire format; SSE when stream is true).",
     tags=["Chat"],
 )
-async def chat_completions(request: Request, registry: Registry, slots: Slots, metrics: Metrics) -> Response:
+async def chat_completions(request: Request, services: Services) -> Response:
+    registry, slots, metrics = services.registry, services.slots, services.metrics
     started = time.perf_counter()
     req: ChatCompletionRequest = decode(await request.body(), ChatCompletionRequest)
     opts = req.to_options()

@@ -8,8 +8,6 @@ from typing import Any
 from litestar import Request, Response, post
 
 from onnxg.server.errors import decode, invalid
-from onnxg.server.limits import Slots
-from onnxg.server.metrics import Metrics
 from onnxg.server.protocol import (
     ENCODER,
     Completion,
@@ -18,7 +16,7 @@ from onnxg.server.protocol import (
     LegacyLogprobs,
     Usage,
 )
-from onnxg.server.registry import Registry
+from onnxg.server.services import Services
 from onnxg.server.routes.common import FINGERPRINT, complete, new_id, now, sse, stream_response
 
 def prompt_text(prompt: str | list[Any] | None) -> str:
@@ -94,7 +92,8 @@ class CompletionFormat:
     summary="Create a text completion (legacy endpoint: raw prompt, no chat template).",
     tags=["Completions"],
 )
-async def completions(request: Request, registry: Registry, slots: Slots, metrics: Metrics) -> Response:
+async def completions(request: Request, services: Services) -> Response:
+    registry, slots, metrics = services.registry, services.slots, services.metrics
     started = time.perf_counter()
     req: CompletionRequest = decode(await request.body(), CompletionRequest)
     opts = req.to_options()

@@ -11,10 +11,8 @@ from litestar import Request, Response, post
 
 from onnxg.runtime import pooling
 from onnxg.server.errors import decode, invalid
-from onnxg.server.limits import Slots
-from onnxg.server.metrics import Metrics
 from onnxg.server.protocol import ENCODER, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
-from onnxg.server.registry import Registry
+from onnxg.server.services import Services
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
 BATCH_SIZE = 32
@@ -66,7 +64,8 @@ def encode_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
     summary="Create embeddings (float or base64 little-endian float32; optional dimensions).",
     tags=["Embeddings"],
 )
-async def embeddings(request: Request, registry: Registry, slots: Slots, metrics: Metrics) -> Response:
+async def embeddings(request: Request, services: Services) -> Response:
+    registry, slots, metrics = services.registry, services.slots, services.metrics
     req: EmbeddingRequest = decode(await request.body(), EmbeddingRequest)
     model_id, model = registry.embedding_model(req.model)
     texts, ids = parse_input(req.input)

@@ -6,7 +6,8 @@ from litestar import Response, get
 
 from onnxg.runtime.contracts import Model as ServedModel
 from onnxg.server.protocol import ENCODER, Model, ModelList
-from onnxg.server.registry import Registry, unknown_model
+from onnxg.server.registry import unknown_model
+from onnxg.server.services import Services
 
 OWNER = "onnxg"
 
@@ -23,13 +24,15 @@ def describe(model_id: str, model: ServedModel, created: int) -> Model:
 
 
 @get("/models", operation_id="listModels", summary="List the models this server serves.", tags=["Models"])
-async def list_models(registry: Registry) -> Response:
+async def list_models(services: Services) -> Response:
+    registry = services.registry
     data = [describe(i, registry.get(i), registry.created) for i in registry.ids]  # type: ignore[arg-type]
     return Response(ENCODER.encode(ModelList("list", data)), media_type="application/json")
 
 
 @get("/models/{model_id:path}", operation_id="retrieveModel", summary="Describe one served model.", tags=["Models"])
-async def retrieve_model(model_id: str, registry: Registry) -> Response:
+async def retrieve_model(model_id: str, services: Services) -> Response:
+    registry = services.registry
     model_id = model_id.lstrip("/")
     model = registry.get(model_id)
     if model is None:
