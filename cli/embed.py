@@ -213,14 +213,14 @@ def _target(out: str | None, shard_rows: int | None) -> tuple[Path | None, Path 
 def _identity(source: _Source, model: Path, options: dict[str, Any], batch_size: int,
               shard_rows: int) -> dict[str, Any]:
     """What vectors in a folder depend on: a resumed run must have the same (``embed_out.Shards``)."""
-    from onnxg.runtime import store
+    from onnxg.runtime import embed, store
 
     name = str(Path(source.name).resolve()) if source.size is not None else source.name
     return {"input": {"name": name, "size": source.size},
             "model": {"name": model.name, "path": str(model.resolve()),
                       "fingerprint": store.fingerprint(model) if model.is_dir() else None},
             "options": {**{k: v for k, v in options.items() if k != "threads"}, "batch_size": batch_size},
-            "shard_rows": shard_rows}
+            "shard_rows": shard_rows, "batching": embed.BATCHING}
 
 
 EmbedChunks = Callable[[Iterator[list[str]]], Iterator[tuple[list[str], Any]]]

@@ -145,7 +145,8 @@ class Shards:
 
     folder: Path
     identity: dict[str, Any]
-    """``input``, ``model``, ``options``, ``shard_rows``: a resumed run must have the same."""
+    """``input``, ``model``, ``options``, ``shard_rows``, ``batching`` (how the runtime cuts
+    model calls, ``runtime.embed.BATCHING``): a resumed run must have the same."""
     done: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False
     previous: dict[str, Any] = field(default_factory=dict)

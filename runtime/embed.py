@@ -60,6 +60,11 @@ ACTIVATION_BUDGET_BYTES = 256 * 1536 * 4
 # 21.9, 9.3 / 29.9, 13.2 / 36.1; 16 inputs 13.9 / 44.0, 20.0 / 47.6, 23.4 / 74.0, 28.7 / 88.3.
 # 32 short sentences that the budget alone cut 24 + 8: 10.5 ms as 16 + 16 against 13.0 (int8).
 MIN_CALLS = 2
+# The name of the rule above (``_batches``), changed whenever it cuts calls differently: an
+# input's vector depends slightly on its neighbours in a call (int8's dynamic quantization
+# scales a call's activations together), so ``onnxg embed --out DIR`` records it and never
+# resumes a folder with vectors cut by another rule.
+BATCHING = "sorted; budget; even; two calls at least"
 
 
 def position_limit(folder: Path) -> int | None:

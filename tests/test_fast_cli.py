@@ -290,6 +290,7 @@ def test_embed_out_dir_resumes_after_an_interruption(fakes: dict, capsys, monkey
     (["--shard-rows", "8"], "holds vectors of another shard rows"),
     ("edit", "holds vectors of another input"),
     ("same-size", "holds vectors of other lines than the input's (part-00000.npy)"),
+    ("batching", "holds vectors of another batching ('an older rule' there, "),
 ])
 def test_embed_out_dir_refuses_a_folder_of_other_vectors(fakes: dict, capsys, monkeypatch, tmp_path: Path,
                                                           small_chunks: None, change: Any, needle: str) -> None:
@@ -302,8 +303,18 @@ def test_embed_out_dir_refuses_a_folder_of_other_vectors(fakes: dict, capsys, mo
         source.write_text("\n".join(CORPUS[:5]), encoding="utf-8")
     elif change == "same-size":
         source.write_text("\n".join(["LINE" + c[4:] for c in CORPUS]), encoding="utf-8")
+    elif change == "batching":  # a folder an onnxg that cut calls differently began
+        from onnxg.runtime import embed as embed_module
+
+        rule = embed_module.BATCHING
+        monkeypatch.setattr(embed_module, "BATCHING", "an older rule")
+        assert run(["embed", str(source), "-m", "e", "--out", str(tmp_path / "older"), "--shard-rows", "4"],
+                   capsys, monkeypatch)[0] == 0
+        monkeypatch.setattr(embed_module, "BATCHING", rule)
+        args[args.index(str(tmp_path / "parts"))] = str(tmp_path / "older")
+        before = {p.name: p.read_bytes() for p in (tmp_path / "older").iterdir()}
     else:
         args = [*args, *change] if "--shard-rows" not in change else [*args[:-2], *change]
     code, out, err = run(args, capsys, monkeypatch)
     assert code == 1 and out == "" and err.startswith("Error:") and needle in err, err
-    assert {p.name: p.read_bytes() for p in (tmp_path / "parts").iterdir()} == before  # nothing overwritten
+    assert {p.name: p.read_bytes() for p in Path(args[args.index("--out") + 1]).iterdir()} == before  # nothing overwritten
