@@ -2,7 +2,7 @@
 
     python benchmarks/server_vs_runtime.py --chat PATH --embed PATH [--threads N] [--json]
 
-Without --chat/--embed it uses the store's default models. Three figures, each a ratio
+Without --chat/--embed it uses the store's default models. Four figures, each a ratio
 server / direct (targets: decode >= 0.95, embeddings through HTTP >= 0.95):
 
 * streamed decode tokens/s of one greedy answer: (tokens - 1) / (time of last token - time
@@ -12,7 +12,9 @@ server / direct (targets: decode >= 0.95, embeddings through HTTP >= 0.95):
   standard library's http.client on one kept-alive connection, the base64 rows decoded with
   numpy: what the server costs) and with the official openai
   client (what a user of it sees: its response models and float lists cost ~5 ms a call
-  on their own, on the client's side).
+  on their own, on the client's side); and with plain HTTP again for 32 sentences of ~30
+  tokens (``LONGER``): the server's cost per request is fixed, so its share shrinks as the
+  model call grows.
 
 Direct and served runs alternate (A B A B ...), never overlap, and each ratio is the median
 of the paired runs, so a machine whose load drifts (a shared CI box) biases neither side.
@@ -37,6 +39,10 @@ from pathlib import Path
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
 TOPICS = ["the sea", "a cat", "ONNX Runtime", "Paris", "rain", "mountains", "a quiet smile", "winter"]
 SENTENCES = [f"Sentence number {i} is about {topic}." for i, topic in enumerate(TOPICS * 4)]
+# the same request with sentences of ~30 tokens, about the 1,000 of embed_vs_st.py's median: the
+# server's cost per request is fixed, so its share depends on how long the model call is
+LONGER = [f"{s} It was written on day {i} of the long and rainy winter, far from {TOPICS[i % 8 - 1]}, "
+          f"by someone who had never read about {TOPICS[(i + 3) % 8]} before." for i, s in enumerate(SENTENCES)]
 EMBED_CALLS = 20
 
 
@@ -45,11 +51,11 @@ def decode_rate(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
 
-def embed_rate(call: Callable[[], object]) -> float:
+def embed_rate(call: Callable[[], object], inputs: int = len(SENTENCES)) -> float:
     started = time.perf_counter()
     for _ in range(EMBED_CALLS):
         call()
-    return EMBED_CALLS * len(SENTENCES) / (time.perf_counter() - started)
+    return EMBED_CALLS * inputs / (time.perf_counter() - started)
 
 
 def _free_port() -> int:
@@ -118,20 +124,26 @@ def run(chat: Path, embed: Path, threads: int | None, max_tokens: int, repeat: i
         # the lightest client there is (the standard library's, one kept-alive connection), so
         # that what is measured is the server, not a client library (httpx costs ~0.3 ms more)
         http = http_client.HTTPConnection("127.0.0.1", port, timeout=300)
-        body = json.dumps({"model": embed.name, "input": SENTENCES, "encoding_format": "base64"}).encode()
+        bodies = {id(texts): json.dumps({"model": embed.name, "input": texts, "encoding_format": "base64"}).encode()
+                  for texts in (SENTENCES, LONGER)}
 
-        def served_http() -> None:
-            http.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+        def served_http(texts: list[str]) -> None:
+            http.request("POST", "/v1/embeddings", bodies[id(texts)], {"Content-Type": "application/json"})
             reply = http.getresponse()
             data = reply.read()
             assert reply.status == 200, data[:200]
             [np.frombuffer(base64.b64decode(row["embedding"]), "<f4") for row in json.loads(data)["data"]]
 
-        pairs: dict[str, list[tuple[float, float]]] = {"decode": [], "embeddings": [], "embeddings_openai": []}
+        pairs: dict[str, list[tuple[float, float]]] = {"decode": [], "embeddings": [], "embeddings_longer": [],
+                                                      "embeddings_openai": []}
         for _ in range(repeat):
             pairs["decode"].append((direct_decode(), served_decode()))
             pairs["embeddings"].append(
-                (embed_rate(lambda: embedder.embed(SENTENCES, batch_size=32)), embed_rate(served_http))
+                (embed_rate(lambda: embedder.embed(SENTENCES, batch_size=32)),
+                 embed_rate(lambda: served_http(SENTENCES)))
+            )
+            pairs["embeddings_longer"].append(
+                (embed_rate(lambda: embedder.embed(LONGER, batch_size=32)), embed_rate(lambda: served_http(LONGER)))
             )
             pairs["embeddings_openai"].append(
                 (
@@ -172,7 +184,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     for name, unit, target in (("decode", "tok/s", 0.95), ("embeddings", "emb/s", 0.95),
-                               ("embeddings_openai", "emb/s", None)):
+                               ("embeddings_longer", "emb/s", 0.95), ("embeddings_openai", "emb/s", None)):
         r = result[name]
         assert isinstance(r, dict)
         print(
