@@ -52,19 +52,22 @@ BULK_SESSION_MAX_BYTES = 512 * 2**20
 # against 0.663 s with 32 inputs whatever their length; 0.578 s at 512, 0.579 s at 128).
 # Graphs with a fixed batch or length keep whole batches.
 ACTIVATION_BUDGET_BYTES = 256 * 1536 * 4
-# Calls are made as even as the lengths allow, and a request of several inputs becomes at
-# least two calls, each half of it: two half batches side by side beat one whole batch on two
-# threads, and sorted halves pad less even on one thread (all-MiniLM-L6-v2, 2-core AVX-512,
-# ms per call of random 5-30-word sentences, int8 / fp32; halves side by side, one batch on
-# two threads, halves on one thread, one batch on one thread): 8 inputs 6.7 / 19.0, 10.5 /
-# 21.9, 9.3 / 29.9, 13.2 / 36.1; 16 inputs 13.9 / 44.0, 20.0 / 47.6, 23.4 / 74.0, 28.7 / 88.3.
-# 32 short sentences that the budget alone cut 24 + 8: 10.5 ms as 16 + 16 against 13.0 (int8).
-MIN_CALLS = 2
-# The name of the rule above (``_batches``), changed whenever it cuts calls differently: an
+# Two or more inputs that would fill one or two calls make two, split where the padded tokens
+# of both plus those of the bigger are least (what the two calls take on busy threads, plus what
+# they take side by side on idle ones): two calls side by side beat one call on two threads, and
+# sorted halves pad less even on one thread (all-MiniLM-L6-v2, 2-core AVX-512, ms per call of
+# random 5-30-word sentences, int8 / fp32; two calls side by side, one call on two threads, two
+# calls on one thread, one call on one thread): 8 inputs 6.7 / 19.0, 10.5 / 21.9, 9.3 / 29.9,
+# 13.2 / 36.1; 16 inputs 13.9 / 44.0, 20.0 / 47.6, 23.4 / 74.0, 28.7 / 88.3. 32 short
+# sentences that the budget alone cut 24 + 8: 10.5 ms as 16 + 16 against 13.0 ms (int8), the
+# same padded tokens, so no loss when a busy server's calls fill every thread anyway (the most
+# even cut, 18 + 14, padded 4% more and lost 5% at 4 concurrent callers). Longer requests fill
+# their calls to the budget: with three calls or more every thread has work.
+# The name of this rule (``_batches``), changed whenever it cuts calls differently: an
 # input's vector depends slightly on its neighbours in a call (int8's dynamic quantization
 # scales a call's activations together), so ``onnxg embed --out DIR`` records it and never
 # resumes a folder with vectors cut by another rule.
-BATCHING = "sorted; budget; even; two calls at least"
+BATCHING = "sorted; token budget; two calls at least, split at the least padding + bigger call"
 
 
 def position_limit(folder: Path) -> int | None:
@@ -244,34 +247,36 @@ class OnnxEmbeddingModel:
         return EmbeddingResult(vectors, [len(row) for row in ids])
 
     def _batches(self, ids: list[list[int]], batch_size: int) -> list[list[int]]:
-        """The model calls, as lists of input positions: sorted by length, at most
-        ``batch_size`` inputs each and, past its first input, at most ``_tokens_per_call``
-        padded tokens (``ACTIVATION_BUDGET_BYTES``); as many calls as those limits need, and
-        at least ``MIN_CALLS``, made as even as the lengths allow. The cut
-        depends on the inputs and ``batch_size`` alone (never on threads or load), so every
-        process embeds an input with the same neighbours."""
+        """The model calls, as lists of input positions: sorted by length, each filled with
+        up to ``batch_size`` inputs and, past its first input, ``_tokens_per_call`` padded
+        tokens (``ACTIVATION_BUDGET_BYTES``); two or more inputs that would fill one or two
+        calls make two, split where padding and the bigger call are least (``BATCHING``). The cut depends on
+        the inputs and ``batch_size`` alone (never on threads or load), so every process
+        embeds an input with the same neighbours."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         budget = self._tokens_per_call or 0
         if not budget:  # a graph of fixed shapes: whole batches
             return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
         lengths = [len(ids[i]) for i in order]
+        starts, count = [0], 0
+        for position, length in enumerate(lengths):  # sorted: the input joining a call is its widest
+            if count and (count >= batch_size or (count + 1) * length > budget):
+                starts.append(position)
+                count = 0
+            count += 1
+        if len(starts) <= 2 and len(order) >= 2:
+            total = len(order)
 
-        def cut(cap: int) -> list[int]:
-            """Where each call starts when calls fill up to ``cap`` padded tokens."""
-            starts, count = [0], 0
-            for position, length in enumerate(lengths):  # sorted: the input joining is the widest
-                if count and (count >= batch_size or (count + 1) * length > cap):
-                    starts.append(position)
-                    count = 0
-                count += 1
-            return starts
+            def cost(split: int) -> tuple[int, int]:
+                """The padded tokens of both calls plus the bigger one's (what the two take on
+                busy threads, and side by side on idle ones), then the padded tokens."""
+                first, second = split * lengths[split - 1], (total - split) * lengths[-1]
+                return first + second + max(first, second), first + second
 
-        calls = max(len(cut(budget)), min(MIN_CALLS, len(order)))
-        low, high = 1, budget  # the smallest cap that still needs no more than `calls` calls
-        while low < high:
-            middle = (low + high) // 2
-            low, high = (low, middle) if len(cut(middle)) <= calls else (middle + 1, high)
-        starts = cut(low)
+            fits = [k for k in range(1, total) if max(k, total - k) <= batch_size
+                    and (k == 1 or k * lengths[k - 1] <= budget)
+                    and (total - k == 1 or (total - k) * lengths[-1] <= budget)]
+            starts = [0, min(fits, key=cost)]
         return [order[a:b] for a, b in zip(starts, starts[1:] + [len(order)])]
 
     def _map(self, ids: list[list[int]], chunks: list[list[int]], alone: bool) -> Iterator[list[Any]]:

@@ -23,7 +23,7 @@ def test_batches_side_by_side_are_bit_identical_to_one_at_a_time(minilm_int8_mod
     (int8 included, whose dynamic quantization depends on what shares a batch). The one
     batch of a call alone runs on the session with every thread, on a worker when other
     calls are running; a model too big for a second session runs its batches one at a time.
-    A call of two or more inputs is always at least two batches (``MIN_CALLS``)."""
+    A call of two or more inputs is always at least two batches."""
     model = OnnxEmbeddingModel.load(minilm_int8_model, threads=2)
     texts = [f"sentence {i} about " + "words " * (i % 11) for i in range(70)]
     seen: list[tuple[str, Any]] = []
@@ -65,9 +65,9 @@ def test_model_calls_hold_at_most_batch_size_inputs_and_a_token_budget(minilm_in
                                                                       tmp_path: Path) -> None:
     """Calls are cut from the inputs sorted by length: at most ``batch_size`` inputs and,
     past the first, at most the model's token budget (its feed-forward activation in the
-    cache); no more calls than those limits need, at least two for two or more inputs, as
-    even as the lengths allow; the vectors are the same as calls of whole batches would give
-    (int8 within its quantization noise)."""
+    cache); two or more inputs that would fill one or two calls make two, split where the
+    padded tokens of both plus the bigger one's are least; the vectors are the same as calls
+    of whole batches would give (int8 within its quantization noise)."""
     model = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
     assert model._tokens_per_call == embed_module.ACTIVATION_BUDGET_BYTES // (4 * 1536) == 256
     ids = [[1] * n for n in [3, 70, 5, 9, 200, 40, 12, 600, 8, 33] * 5]
@@ -78,16 +78,21 @@ def test_model_calls_hold_at_most_batch_size_inputs_and_a_token_budget(minilm_in
     for b, width in zip(batches, widths, strict=True):
         assert len(b) <= 32 and (len(b) == 1 or len(b) * width <= 256), (len(b), width)
     assert len(batches) > -(-len(ids) // 32)  # the budget cut more calls than the count alone
-    # short inputs: the count rules, and the calls are even rather than full ones and a rest
+    # short inputs: the count rules; two calls are split evenly rather than full and a rest,
+    # three or more are filled (every thread has work)
     assert model._batches([[1] * 5] * 40, 32) == [list(range(20)), list(range(20, 40))]
-    assert [len(b) for b in model._batches([[1] * 5] * 65, 32)] == [22, 22, 21]
+    assert [len(b) for b in model._batches([[1] * 5] * 65, 32)] == [32, 32, 1]
     # two or more inputs make two calls at least; one input, one call
-    assert model._batches([[1] * 5] * 7, 32) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert model._batches([[1] * 5] * 7, 32) == [[0, 1, 2], [3, 4, 5, 6]]
     assert model._batches([[1] * 5], 32) == [[0]]
-    # 24 inputs of 10 tokens fill the budget (240), so a greedy cut would leave 8 of 11 for a
-    # second call (240 and 88 padded tokens); even calls hold 170 and 165
+    # 24 inputs of 10 tokens fill the budget (240), so filling calls leaves 8 of 11 for a
+    # second (240 + 88 padded tokens, the bigger 240); 17 + 15 pad 170 + 165, the bigger 170
     uneven = [[1] * 10] * 24 + [[1] * 11] * 8
     assert [len(b) for b in model._batches(uneven, 32)] == [17, 15]
+    # 16 of 9 tokens, 8 of 10, 4 of 11, 4 of 12: 16 + 16 pad as little as 24 + 8 (336), with a
+    # smaller bigger call (192); the most even, 18 + 14, would pad 348
+    mixed = [[1] * 9] * 16 + [[1] * 10] * 8 + [[1] * 11] * 4 + [[1] * 12] * 4
+    assert [len(b) for b in model._batches(mixed, 32)] == [16, 16]
     texts = [("word " * (i % 40)) + f"end {i}" for i in range(60)]
     whole = OnnxEmbeddingModel.load(minilm_int8_model, threads=1)
     whole._tokens_per_call = None
