@@ -64,10 +64,13 @@ class NpyWriter:
 
 
 def jsonl(first: int, texts: list[str], vectors: Any) -> str:
-    """JSON Lines ``{"index", "text", "embedding"}`` for ``texts``, numbered from ``first``."""
-    return "".join(json.dumps({"index": first + i, "text": text, "embedding": vector.tolist()}, ensure_ascii=False,
-                              separators=(",", ":")) + "\n" for i, (text, vector) in enumerate(zip(texts, vectors,
-                                                                                                    strict=True)))
+    """JSON Lines ``{"index", "text", "embedding"}`` for ``texts``, numbered from ``first``
+    (the vectors as ``pooling.vector_json`` writes them)."""
+    from onnxg.runtime.pooling import vector_json
+
+    return "".join(f'{{"index":{first + i},"text":{json.dumps(text, ensure_ascii=False)},'
+                   f'"embedding":{vector_json(vector).decode()}}}\n'
+                   for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)))
 
 
 class _Partial:

@@ -207,6 +207,13 @@ def test_embeddings_float_base64_and_the_sdk_agree(client: Any, http: httpx.Clie
     assert [d["index"] for d in floats["data"]] == list(range(len(TEXTS)))
     tokens = sum(len(t.split()) for t in TEXTS)
     assert floats["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    # numbers in float32's shortest exact form, as OpenAI writes them (0.12573022, not the
+    # double 0.12573021650314331): each is the shortest text that reads back as the same float32
+    text = http.post("/v1/embeddings", json={"model": "fake-embed", "input": TEXTS[1]}).text
+    numbers = text.split('"embedding":[')[1].split("]")[0].split(",")
+    assert [np.float32(n) for n in numbers] == list(b[1])
+    assert all(len(n.lstrip("-")) <= len(repr(float(np.float32(n))).lstrip("-")) for n in numbers)
+    assert any(len(n.lstrip("-")) < len(repr(float(np.float32(n))).lstrip("-")) for n in numbers), numbers
 
 
 def test_embeddings_dimensions_and_token_ids(http: httpx.Client) -> None:

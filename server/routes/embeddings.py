@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 import numpy as np
 from litestar import Request, Response, post
 
@@ -51,10 +52,12 @@ def shape(vectors: Any, dimensions: int | None) -> np.ndarray:
 
 
 def encode_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
+    """Each row as the response holds it: base64 of little-endian float32, or a JSON array
+    already encoded (``pooling.vector_json``) that the response's encoder copies as it is."""
     if fmt == "base64":
         little = vectors.astype("<f4", copy=False)
         return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
-    return vectors.tolist()
+    return [msgspec.Raw(pooling.vector_json(row)) for row in vectors]
 
 
 @post(
