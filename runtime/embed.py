@@ -250,9 +250,9 @@ class OnnxEmbeddingModel:
         """The model calls, as lists of input positions: sorted by length, each filled with
         up to ``batch_size`` inputs and, past its first input, ``_tokens_per_call`` padded
         tokens (``ACTIVATION_BUDGET_BYTES``); two or more inputs that would fill one or two
-        calls make two, split where padding and the bigger call are least (``BATCHING``). The cut depends on
-        the inputs and ``batch_size`` alone (never on threads or load), so every process
-        embeds an input with the same neighbours."""
+        calls make two, split where padding and the bigger call are least (``BATCHING``).
+        The cut depends on the inputs and ``batch_size`` alone (never on threads or load), so
+        every process embeds an input with the same neighbours."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         budget = self._tokens_per_call or 0
         if not budget:  # a graph of fixed shapes: whole batches
@@ -280,9 +280,9 @@ class OnnxEmbeddingModel:
         return [order[a:b] for a, b in zip(starts, starts[1:] + [len(order)])]
 
     def _map(self, ids: list[list[int]], chunks: list[list[int]], alone: bool) -> Iterator[list[Any]]:
-        """Each batch's vectors, in order. One batch of a call that runs alone gets the
-        session with every thread, in this thread; otherwise (several batches, or other calls
-        running, as in a busy server) the batches go to ``workers`` threads, one batch each
+        """Each batch's vectors, in order. One batch (one input) of a call that runs alone
+        gets the session with every thread, in this thread; otherwise (several batches, or
+        other calls running, as in a busy server) the batches go to ``workers`` threads, one batch each
         on the one-thread session (``BULK_SESSION_MAX_BYTES``). A batch is the same
         computation whichever session runs it: the vectors are bit-identical either way."""
         if self._bulk is None or (alone and len(chunks) < 2):
