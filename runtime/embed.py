@@ -38,12 +38,12 @@ CPU_DISABLED_FUSIONS = ["SkipLayerNormFusion"]
 # (all-MiniLM-L6-v2, 1,000 sentences, batch 32, 2 threads, quiet 2-core AVX-512 machine:
 # int8 0.673 s against 0.817 s one batch at a time on a two-thread session, fp32 1.874 s
 # against 1.929 s; the two-thread session shared by two batches: int8 0.733 s, fp32 2.088 s).
-# A single batch keeps the session with every thread (32 sentences: 25.5 ms against 36.1 ms
-# on one thread) unless other calls are running (a busy server): then it goes to a worker
-# too (4 callers, 20 batches of 32, int8: 1.67 s against 2.04 s all on the two-thread
-# session, fp32 3.74 s against 4.02 s; a loaded machine). That second session holds its own
-# packed copy of the weights, so only models up to this size get one; bigger ones run their
-# batches one at a time.
+# A single input (the only request left as one call, ``BATCHING``; or a fixed-shape graph's
+# one batch) keeps the session with every thread unless other calls are running (a busy
+# server): then it goes to a worker too (4 callers, 20 batches of 32, int8: 1.67 s against
+# 2.04 s all on the two-thread session, fp32 3.74 s against 4.02 s; a loaded machine). That
+# second session holds its own packed copy of the weights, so only models up to this size get
+# one; bigger ones run their batches one at a time.
 BULK_SESSION_MAX_BYTES = 512 * 2**20
 # A model call also stops growing once its widest activation (the feed-forward layer's, padded
 # tokens x intermediate size x 4 bytes) would pass this, like TEI's token budget: a call whose
@@ -258,14 +258,19 @@ class OnnxEmbeddingModel:
         if not budget:  # a graph of fixed shapes: whole batches
             return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
         lengths = [len(ids[i]) for i in order]
+        total = len(order)
+
+        def fits(count: int, width: int) -> bool:
+            """Whether ``count`` inputs padded to ``width`` tokens may make one call."""
+            return count == 1 or (count <= batch_size and count * width <= budget)
+
         starts, count = [0], 0
         for position, length in enumerate(lengths):  # sorted: the input joining a call is its widest
-            if count and (count >= batch_size or (count + 1) * length > budget):
+            if count and not fits(count + 1, length):
                 starts.append(position)
                 count = 0
             count += 1
-        if len(starts) <= 2 and len(order) >= 2:
-            total = len(order)
+        if len(starts) <= 2 and total >= 2:
 
             def cost(split: int) -> tuple[int, int]:
                 """The padded tokens of both calls plus the bigger one's (what the two take on
@@ -273,17 +278,15 @@ class OnnxEmbeddingModel:
                 first, second = split * lengths[split - 1], (total - split) * lengths[-1]
                 return first + second + max(first, second), first + second
 
-            fits = [k for k in range(1, total) if max(k, total - k) <= batch_size
-                    and (k == 1 or k * lengths[k - 1] <= budget)
-                    and (total - k == 1 or (total - k) * lengths[-1] <= budget)]
-            starts = [0, min(fits, key=cost)]
-        return [order[a:b] for a, b in zip(starts, starts[1:] + [len(order)])]
+            splits = [k for k in range(1, total) if fits(k, lengths[k - 1]) and fits(total - k, lengths[-1])]
+            starts = [0, min(splits, key=cost)]
+        return [order[a:b] for a, b in zip(starts, starts[1:] + [total])]
 
     def _map(self, ids: list[list[int]], chunks: list[list[int]], alone: bool) -> Iterator[list[Any]]:
-        """Each batch's vectors, in order. One batch (one input) of a call that runs alone
-        gets the session with every thread, in this thread; otherwise (several batches, or
-        other calls running, as in a busy server) the batches go to ``workers`` threads, one batch each
-        on the one-thread session (``BULK_SESSION_MAX_BYTES``). A batch is the same
+        """Each batch's vectors, in order. The one batch of a call alone (a single input) gets
+        the session with every thread, in this thread; otherwise (several batches, or other
+        calls running, as in a busy server) the batches go to ``workers`` threads, one batch
+        each on the one-thread session (``BULK_SESSION_MAX_BYTES``). A batch is the same
         computation whichever session runs it: the vectors are bit-identical either way."""
         if self._bulk is None or (alone and len(chunks) < 2):
             return (self._batch([ids[i] for i in chunk], self._session) for chunk in chunks)
