@@ -222,7 +222,7 @@ def _differs(had: Any, wanted: Any) -> str:
     if isinstance(had, dict) and isinstance(wanted, dict):
         keys = sorted(k for k in set(had) | set(wanted) if had.get(k) != wanted.get(k))
         return ", ".join(f"{k}: {had.get(k)!r} there, {wanted.get(k)!r} now" for k in keys[:2])
-    return f"{had!r} there, {wanted!r} now"
+    return f"{'not recorded' if had is None else repr(had)} there, {wanted!r} now"
 
 
 class ShardWriter:

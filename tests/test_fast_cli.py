@@ -318,3 +318,11 @@ def test_embed_out_dir_refuses_a_folder_of_other_vectors(fakes: dict, capsys, mo
     code, out, err = run(args, capsys, monkeypatch)
     assert code == 1 and out == "" and err.startswith("Error:") and needle in err, err
     assert {p.name: p.read_bytes() for p in Path(args[args.index("--out") + 1]).iterdir()} == before  # nothing overwritten
+
+
+def test_embed_out_dir_names_what_an_older_manifest_did_not_record() -> None:
+    """A folder begun before onnxg recorded how it cuts model calls says so in words."""
+    from onnxg.cli.embed_out import _differs
+
+    assert _differs(None, "rule") == "not recorded there, 'rule' now"
+    assert _differs("old", "rule") == "'old' there, 'rule' now"
